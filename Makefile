@@ -1,0 +1,37 @@
+# The two commands of the README:  `make run`  and  `make test`.
+SHELL := /bin/bash
+PY := .venv/bin/python
+PIP := .venv/bin/pip
+HOST ?= 127.0.0.1
+PORT ?= 8000
+STORE ?= model_store
+
+.PHONY: run test venv store lint typecheck clean-store
+
+# The environment: serving runtime + conversion (torch pinned to the local CPU wheel) + load tests + dev tools.
+.venv/.installed: pyproject.toml
+	test -x $(PY) || python3 -m venv .venv
+	$(PIP) install -q --upgrade pip
+	$(PIP) install -q torch==2.13.0
+	$(PIP) install -q -e ".[convert,loadtest,dev]"
+	$(PIP) install -q --no-deps recbole==1.2.1
+	touch $@
+
+venv: .venv/.installed
+
+# Builds the default model store (product-embedder, review-sentiment) if a version is missing.
+store: venv
+	$(PY) -m conversion.cli build-defaults --store $(STORE)
+
+run: store
+	INFERENCE_MODEL_STORE=$(STORE) .venv/bin/uvicorn --factory app.main:create_app --host $(HOST) --port $(PORT)
+
+test: venv
+	bash scripts/install-test-tools.sh
+	.venv/bin/ruff check app conversion tests loadtest
+	.venv/bin/mypy
+	.venv/bin/pytest
+
+lint: venv
+	.venv/bin/ruff check app conversion tests loadtest
+	.venv/bin/mypy
