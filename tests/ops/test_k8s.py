@@ -1,0 +1,165 @@
+"""Each kustomize overlay renders, validates against the Kubernetes schemas offline, and keeps the
+promises the rolling-restart test relies on (grace period, surge-only rollouts, probes, hardening)."""
+
+from __future__ import annotations
+
+import copy
+import subprocess
+from typing import Any
+
+import kubernetes_validate
+import pytest
+import yaml
+
+from tests.ops.tools import REPO, require_tool
+
+OVERLAYS = ("cpu", "gpu")
+# The oldest Kubernetes minor we claim to support and the newest the validator knows.
+KUBERNETES_VERSIONS = ("1.30.0", "1.37.0")
+
+Manifest = dict[str, Any]
+
+
+def render(overlay: str) -> list[Manifest]:
+    kubectl = require_tool("kubectl")
+    result = subprocess.run(
+        [kubectl, "kustomize", str(REPO / "k8s" / "overlays" / overlay)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr
+    return [doc for doc in yaml.safe_load_all(result.stdout) if doc]
+
+
+@pytest.fixture(scope="module", params=OVERLAYS)
+def overlay(request: pytest.FixtureRequest) -> tuple[str, list[Manifest]]:
+    name: str = request.param
+    return name, render(name)
+
+
+def one(manifests: list[Manifest], kind: str) -> Manifest:
+    found = [m for m in manifests if m["kind"] == kind]
+    assert len(found) == 1, f"expected one {kind}, got {len(found)}"
+    return found[0]
+
+
+def container(manifests: list[Manifest]) -> Manifest:
+    containers: list[Manifest] = one(manifests, "Deployment")["spec"]["template"]["spec"]["containers"]
+    assert len(containers) == 1
+    return containers[0]
+
+
+def settings(manifests: list[Manifest]) -> dict[str, str]:
+    data: dict[str, str] = one(manifests, "ConfigMap")["data"]
+    return data
+
+
+def test_overlay_renders_the_whole_application(overlay: tuple[str, list[Manifest]]) -> None:
+    _, manifests = overlay
+    kinds = sorted(m["kind"] for m in manifests)
+    expected = ["ConfigMap", "Deployment", "HorizontalPodAutoscaler", "PodDisruptionBudget", "Service"]
+    assert kinds == expected
+
+
+@pytest.mark.parametrize("version", KUBERNETES_VERSIONS)
+def test_overlay_validates_against_kubernetes_schemas(
+    overlay: tuple[str, list[Manifest]], version: str
+) -> None:
+    _, manifests = overlay
+    for manifest in manifests:
+        kubernetes_validate.validate(manifest, version, strict=True)
+
+
+def test_validator_rejects_a_misspelt_field(overlay: tuple[str, list[Manifest]]) -> None:
+    _, manifests = overlay
+    broken = copy.deepcopy(one(manifests, "Deployment"))
+    broken["spec"]["template"]["spec"]["containers"][0]["readinessProbe"]["httpGett"] = {"path": "/readyz"}
+    with pytest.raises(kubernetes_validate.ValidationError):
+        kubernetes_validate.validate(broken, KUBERNETES_VERSIONS[-1], strict=True)
+
+
+def test_grace_period_covers_pre_stop_and_drain(overlay: tuple[str, list[Manifest]]) -> None:
+    _, manifests = overlay
+    pod = one(manifests, "Deployment")["spec"]["template"]["spec"]
+    command = container(manifests)["lifecycle"]["preStop"]["exec"]["command"]
+    assert command[0] == "sleep"
+    pre_stop_s = float(command[1])
+    drain_s = float(settings(manifests)["INFERENCE_DRAIN_TIMEOUT_S"])
+    assert pre_stop_s > 0
+    assert pod["terminationGracePeriodSeconds"] > pre_stop_s + drain_s
+
+
+def test_rollout_only_surges(overlay: tuple[str, list[Manifest]]) -> None:
+    _, manifests = overlay
+    strategy = one(manifests, "Deployment")["spec"]["strategy"]
+    assert strategy["type"] == "RollingUpdate"
+    assert strategy["rollingUpdate"] == {"maxUnavailable": 0, "maxSurge": 1}
+
+
+def test_probes_use_the_service_endpoints(overlay: tuple[str, list[Manifest]]) -> None:
+    _, manifests = overlay
+    server = container(manifests)
+    port_names = {port["name"] for port in server["ports"]}
+    paths = {}
+    for probe in ("startupProbe", "readinessProbe", "livenessProbe"):
+        http = server[probe]["httpGet"]
+        assert http["port"] in port_names
+        paths[probe] = http["path"]
+    assert paths == {"startupProbe": "/livez", "readinessProbe": "/readyz", "livenessProbe": "/livez"}
+
+
+def test_container_is_hardened(overlay: tuple[str, list[Manifest]]) -> None:
+    _, manifests = overlay
+    pod = one(manifests, "Deployment")["spec"]["template"]["spec"]
+    server = container(manifests)
+    assert pod["securityContext"]["runAsNonRoot"] is True
+    assert pod["securityContext"]["runAsUser"] != 0
+    security = server["securityContext"]
+    assert security["readOnlyRootFilesystem"] is True
+    assert security["allowPrivilegeEscalation"] is False
+    assert security["capabilities"]["drop"] == ["ALL"]
+    # A read-only root still needs a writable /tmp (Python's tempfile, onnxruntime).
+    tmp_mounts = [m["name"] for m in server["volumeMounts"] if m["mountPath"] == "/tmp"]
+    volumes = {v["name"]: v for v in pod["volumes"]}
+    assert len(tmp_mounts) == 1
+    assert "emptyDir" in volumes[tmp_mounts[0]]
+    for kind in ("requests", "limits"):
+        assert {"cpu", "memory"} <= server["resources"][kind].keys()
+
+
+def test_objects_point_at_each_other(overlay: tuple[str, list[Manifest]]) -> None:
+    """Generated names and label selectors line up after kustomize rewrote them."""
+    _, manifests = overlay
+    deployment = one(manifests, "Deployment")
+    pod_labels = deployment["spec"]["template"]["metadata"]["labels"]
+    selector = deployment["spec"]["selector"]["matchLabels"]
+    assert selector.items() <= pod_labels.items()
+    assert one(manifests, "Service")["spec"]["selector"].items() <= pod_labels.items()
+    pdb_selector = one(manifests, "PodDisruptionBudget")["spec"]["selector"]["matchLabels"]
+    assert pdb_selector.items() <= pod_labels.items()
+
+    config_name = one(manifests, "ConfigMap")["metadata"]["name"]
+    env_from = [source["configMapRef"]["name"] for source in container(manifests)["envFrom"]]
+    assert env_from == [config_name]
+
+    target = one(manifests, "HorizontalPodAutoscaler")["spec"]["scaleTargetRef"]
+    assert (target["kind"], target["name"]) == ("Deployment", deployment["metadata"]["name"])
+    service_ports = one(manifests, "Service")["spec"]["ports"]
+    assert [p["targetPort"] for p in service_ports] == ["http"]
+
+
+def test_overlay_sets_its_provider(overlay: tuple[str, list[Manifest]]) -> None:
+    name, manifests = overlay
+    config = settings(manifests)
+    server = container(manifests)
+    image: str = server["image"]
+    assert image.endswith(f":{name}")
+    gpu_limit = server["resources"]["limits"].get("nvidia.com/gpu")
+    if name == "gpu":
+        assert config["INFERENCE_PROVIDER"] == "cuda"
+        assert gpu_limit == "1"
+    else:
+        assert config["INFERENCE_PROVIDER"] == "cpu"
+        assert gpu_limit is None
