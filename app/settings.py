@@ -1,0 +1,242 @@
+"""The one settings object of the service.
+
+Every field is also an environment variable `INFERENCE_<FIELD>`; each description says why the setting
+exists. Nothing is read at import time: `get_settings()` builds the object, tests pass their own.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from pathlib import Path
+from typing import Annotated, Literal
+
+from pydantic import BeforeValidator, Field, SecretStr, model_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+MIN_TOKEN_CHARS = 16
+
+
+def parse_pins(value: object) -> dict[str, str]:
+    """`"review-sentiment=2,product-embedder=1"` -> `{"review-sentiment": "2", "product-embedder": "1"}`."""
+    if isinstance(value, dict):
+        return {str(k): str(v) for k, v in value.items()}
+    if not isinstance(value, str):
+        raise ValueError("expected 'name=version,...'")
+    pins: dict[str, str] = {}
+    for part in value.split(","):
+        part = part.strip()
+        if not part:
+            continue
+        name, sep, version = part.partition("=")
+        name, version = name.strip(), version.strip()
+        if not sep or not name or not version.isdigit() or int(version) < 1:
+            raise ValueError(f"bad pin {part!r}: expected name=<positive integer version>")
+        if name in pins:
+            raise ValueError(f"model {name!r} is pinned twice")
+        pins[name] = version
+    return pins
+
+
+def cpu_quota_cores() -> float:
+    """CPU cores this process may use: the cgroup quota when one is set, else the CPUs it may run on."""
+    affinity = float(len(os.sched_getaffinity(0)))
+    quota: float | None = None
+    try:  # cgroup v2
+        raw = Path("/sys/fs/cgroup/cpu.max").read_text().split()
+        if raw and raw[0] != "max":
+            quota = int(raw[0]) / int(raw[1])
+    except (OSError, ValueError, IndexError):
+        try:  # cgroup v1
+            q = int(Path("/sys/fs/cgroup/cpu/cpu.cfs_quota_us").read_text())
+            p = int(Path("/sys/fs/cgroup/cpu/cpu.cfs_period_us").read_text())
+            if q > 0 and p > 0:
+                quota = q / p
+        except (OSError, ValueError):
+            quota = None
+    return min(affinity, quota) if quota else affinity
+
+
+def default_sessions() -> int:
+    return max(1, math.floor(cpu_quota_cores() + 0.5))
+
+
+class Settings(BaseSettings):
+    """Service configuration; refuses contradictory combinations at construction."""
+
+    model_config = SettingsConfigDict(env_prefix="INFERENCE_", extra="forbid", validate_default=True)
+
+    # --- models -------------------------------------------------------------------------------------
+    model_store: Path = Field(
+        Path("model_store"),
+        description="Folder holding <name>/<version>/ artifacts published by conversion/; the only place "
+        "models are loaded from (no network at run time).",
+    )
+    provider: Literal["cpu", "cuda"] = Field(
+        "cpu",
+        description="onnxruntime execution provider. `cuda` falls back to cpu with a warning when the CUDA "
+        "provider is not available, so one image runs everywhere.",
+    )
+    pinned_versions: Annotated[dict[str, str], NoDecode, BeforeValidator(parse_pins)] = Field(
+        default_factory=dict,
+        description="`name=version,...`: serve exactly these versions instead of the newest; lets a rollout "
+        "be held back or rolled back without touching the store.",
+    )
+    sentiment_model: str = Field(
+        "review-sentiment", description="Model used by /v1/sentiment when the request names none."
+    )
+    ranking_model: str = Field(
+        "product-embedder",
+        description="Model used by /v1/rank when the request names none (a request may name a cross-encoder).",
+    )
+    recommend_model: str = Field(
+        "product-embedder", description="Bi-encoder used by /v1/recommend when the request names none."
+    )
+    max_sequence_length: int | None = Field(
+        None,
+        ge=8,
+        description="Upper bound on tokens per text (special tokens included), below the manifest's own "
+        "limit if set: cost grows with length; longer texts are truncated and reported `truncated: true`.",
+    )
+
+    # --- request limits -----------------------------------------------------------------------------
+    max_texts_per_request: int = Field(
+        256,
+        ge=1,
+        description="Most texts (or candidates / history items) in one request, so that one caller cannot "
+        "fill the queue alone (a rank page sends up to ~200 candidates).",
+    )
+    max_chars_per_text: int = Field(
+        4096,
+        ge=1,
+        description="Most characters per text: tokenizing megabytes of text costs CPU even though the model "
+        "only reads the first max-sequence-length tokens.",
+    )
+    max_body_bytes: int = Field(
+        2 * 1024 * 1024,
+        ge=1024,
+        description="Largest request body accepted (413 above it), checked before the JSON is parsed.",
+    )
+    request_timeout_s: float = Field(
+        5.0,
+        gt=0,
+        description="Deadline of a request from arrival: past it the answer is 504 and its queued texts are "
+        "dropped before inference, because a storefront page has already given up by then.",
+    )
+    api_token: SecretStr | None = Field(
+        None,
+        description="Bearer token required on /v1/* when set (health and metrics stay open); compared in "
+        f"constant time. At least {MIN_TOKEN_CHARS} characters.",
+    )
+
+    # --- batching engine ----------------------------------------------------------------------------
+    batching: bool = Field(
+        True,
+        description="Share model runs between concurrent requests. Off: each request runs alone (in chunks "
+        "of max_batch_size texts), for comparison in benchmarks.",
+    )
+    queue_capacity: int = Field(
+        1024,
+        ge=1,
+        description="Texts waiting per model before new requests get 429 + Retry-After: a short queue sheds "
+        "overload at once instead of turning it into timeouts.",
+    )
+    max_batch_size: int = Field(
+        32,
+        ge=1,
+        description="Most texts one worker takes from the queue at a time (its batch window), which it sorts "
+        "by length and runs as sub-batches.",
+    )
+    sub_batch_size: int = Field(
+        4,
+        ge=1,
+        description="Most texts per onnxruntime run inside a batch window: padding costs more than small "
+        "batches save on CPU, so a window runs as several length-sorted small batches.",
+    )
+    max_batch_tokens: int = Field(
+        2048,
+        ge=8,
+        description="Most padded tokens (texts x longest text) in one onnxruntime run; bounds the memory and "
+        "latency of a run. Must hold at least one text of max sequence length.",
+    )
+    max_wait_ms: float = Field(
+        2.0,
+        ge=0,
+        description="How long a batch window may wait for more texts when it opened under load; a request "
+        "that finds nothing else queued is sent at once, so this adds nothing at low concurrency.",
+    )
+    sessions_per_model: int = Field(
+        default_factory=default_sessions,
+        ge=1,
+        description="onnxruntime sessions per model, each in its own worker thread pulling from the model's "
+        "queue. Default: the cores of the cgroup CPU quota (one single-threaded session per core was "
+        "measured ~20% faster than one session with two threads).",
+    )
+    threads_per_session: int = Field(
+        1, ge=1, description="intra-op threads of each onnxruntime session (see sessions_per_model)."
+    )
+    ort_allow_spinning: bool = Field(
+        True,
+        description="Let onnxruntime's intra-op threads spin while waiting: lower latency with several "
+        "threads per session, wasted CPU on a shared machine.",
+    )
+    retry_after_s: int = Field(
+        1, ge=1, description="Retry-After seconds sent with 429 when the queue is full."
+    )
+
+    # --- embedding cache ----------------------------------------------------------------------------
+    cache_size: int = Field(
+        20_000,
+        ge=0,
+        description="Embeddings kept in the LRU cache shared by /v1/rank and /v1/recommend (0 turns it off): "
+        "a storefront scores the same product texts again and again. ~1.5 KB each at hidden size 384.",
+    )
+
+    # --- lifecycle ----------------------------------------------------------------------------------
+    drain_timeout_s: float = Field(
+        20.0,
+        gt=0,
+        description="On SIGTERM: how long queued and in-flight requests may take to finish before the "
+        "rest are refused and the process exits; keep it below the pod's termination grace period.",
+    )
+    reload_poll_s: float = Field(
+        0.0,
+        ge=0,
+        description="Seconds between scans of the store for new versions (0: only on POST /v1/models/reload). "
+        "A new version is verified and warmed beside the old one, then swapped in.",
+    )
+    warmup: bool = Field(
+        True,
+        description="Run each model over its sequence-length buckets before reporting ready, so that the "
+        "first real requests do not pay for allocations.",
+    )
+
+    # --- logging ------------------------------------------------------------------------------------
+    log_level: Literal["debug", "info", "warning", "error"] = Field("info", description="Log level of `app`.")
+    log_payloads: bool = Field(
+        False,
+        description="Log request texts (reviews, queries, user history). Off by default: they are customer data.",
+    )
+
+    @model_validator(mode="after")
+    def _refuse_contradictions(self) -> Settings:
+        problems: list[str] = []
+        if self.sub_batch_size > self.max_batch_size:
+            problems.append(
+                f"sub_batch_size ({self.sub_batch_size}) > max_batch_size ({self.max_batch_size})"
+            )
+        if self.max_sequence_length is not None and self.max_batch_tokens < self.max_sequence_length:
+            problems.append(
+                f"max_batch_tokens ({self.max_batch_tokens}) < max_sequence_length ({self.max_sequence_length}):"
+                " a single long text could never run"
+            )
+        if self.api_token is not None and len(self.api_token.get_secret_value()) < MIN_TOKEN_CHARS:
+            problems.append(f"api_token must be at least {MIN_TOKEN_CHARS} characters")
+        if problems:
+            raise ValueError("contradictory settings: " + "; ".join(problems))
+        return self
+
+
+def get_settings() -> Settings:
+    """Settings from the environment (INFERENCE_*)."""
+    return Settings()
