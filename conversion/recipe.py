@@ -1,0 +1,147 @@
+"""The typed recipe: what to convert, how to compress it, where it runs and what it must still achieve."""
+
+from __future__ import annotations
+
+import importlib
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from conversion.errors import RecipeError
+from conversion.kinds import ModelKind, Precision
+
+PACKAGE_PREFIX = "package:"
+Provider = Literal["CPUExecutionProvider", "CUDAExecutionProvider"]
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class ParityConfig(_Strict):
+    atol: float = Field(default=1e-4, gt=0)
+    texts: int = Field(default=16, ge=2)
+    batch_size: int = Field(default=8, ge=2)
+
+
+class QuantizeConfig(_Strict):
+    method: Literal["none", "dynamic", "static", "fp16"] = "dynamic"
+    per_channel: bool = True
+    calibration_dataset: Literal["sst2_train", "uci_imdb"] = "sst2_train"
+    calibration_texts: int = Field(default=256, ge=1)
+
+    @property
+    def precision(self) -> Precision:
+        return {"none": "fp32", "dynamic": "int8", "static": "int8", "fp16": "fp16"}[self.method]  # type: ignore[return-value]
+
+
+SentimentDataset = Literal["sst2_validation", "uci_amazon", "uci_yelp"]
+
+
+class SentimentValidation(_Strict):
+    datasets: list[SentimentDataset] = ["sst2_validation", "uci_amazon", "uci_yelp"]
+    max_examples: int | None = Field(default=None, ge=1, description="per dataset; None: all rows")
+    accuracy_drop_budget: float = Field(default=1.0, ge=0, description="percentage points")
+    f1_drop_budget: float | None = Field(
+        default=None, ge=0, description="macro-F1 points; None: reported only"
+    )
+
+
+class RankingValidation(_Strict):
+    queries: int | None = Field(default=None, ge=1, description="WANDS queries; None: all 480")
+    pool_reviews: int = Field(
+        default=1000, ge=0, description="uci_amazon sentences added to the class-name pool"
+    )
+    ndcg_budget: float = Field(default=0.98, ge=0, le=1)
+    min_cosine_budget: float | None = Field(default=None, ge=-1, le=1)
+
+
+class RecommendationValidation(_Strict):
+    enabled: bool = True
+    users: int | None = Field(default=None, ge=1, description="MovieLens users; None: all 943")
+    history: int = Field(default=20, ge=1)
+    negatives: int = Field(default=99, ge=1)
+    seed: int = 0
+    hr_drop_budget: float = Field(default=0.02, ge=0, description="absolute HR@10 drop")
+
+
+class CrossEncoderValidation(_Strict):
+    queries: int = Field(default=100, ge=1)
+    candidates: int = Field(default=20, ge=2)
+    seed: int = 0
+    ndcg_budget: float = Field(default=0.98, ge=0, le=1)
+
+
+class ValidationConfig(_Strict):
+    enabled: bool = True
+    batch_size: int = Field(default=32, ge=1)
+    sentiment: SentimentValidation = Field(default_factory=SentimentValidation)
+    ranking: RankingValidation = Field(default_factory=RankingValidation)
+    recommendation: RecommendationValidation = Field(default_factory=RecommendationValidation)
+    cross_encoder: CrossEncoderValidation = Field(default_factory=CrossEncoderValidation)
+
+
+class BenchmarkConfig(_Strict):
+    enabled: bool = True
+    batch_sizes: list[int] = [1, 8, 32]
+    sequence_lengths: list[int] = [16, 64, 128]
+    threads: int = Field(default=1, ge=1)
+    warmup: int = Field(default=2, ge=0)
+    repeats: int = Field(default=10, ge=1)
+    compare_source: bool = True
+
+
+class Recipe(_Strict):
+    name: str = Field(pattern=r"^[a-z0-9][a-z0-9-]*$")
+    source: str
+    kind: ModelKind
+    max_sequence_length: int = Field(default=128, ge=8, le=512)
+    labels: list[str] | None = None
+    optimize: bool = True
+    provider: Provider = "CPUExecutionProvider"
+    opset: int = Field(default=17, ge=14)
+    parity: ParityConfig = Field(default_factory=ParityConfig)
+    quantize: QuantizeConfig = Field(default_factory=QuantizeConfig)
+    validation: ValidationConfig = Field(default_factory=ValidationConfig)
+    benchmark: BenchmarkConfig = Field(default_factory=BenchmarkConfig)
+
+    @model_validator(mode="after")
+    def _consistent(self) -> Recipe:
+        if self.kind != "sequence-classification" and self.labels is not None:
+            raise ValueError(f"labels are only for sequence-classification, not {self.kind}")
+        if self.quantize.method == "fp16" and self.provider != "CUDAExecutionProvider":
+            raise ValueError("fp16 artifacts are for CUDAExecutionProvider; set provider accordingly")
+        return self
+
+    def source_path(self, base: Path | None = None) -> Path:
+        """The checkpoint directory: `package:NAME` asks the package for it; relative paths use `base`."""
+        if self.source.startswith(PACKAGE_PREFIX):
+            module_name = self.source[len(PACKAGE_PREFIX) :]
+            try:
+                module = importlib.import_module(module_name)
+            except ImportError as exc:
+                raise RecipeError(f"source {self.source!r}: cannot import {module_name}: {exc}") from exc
+            return Path(module.get_model_path())
+        path = Path(self.source)
+        return path if path.is_absolute() else (base or Path.cwd()) / path
+
+
+def parse_recipe(data: dict[str, Any], origin: str = "<recipe>") -> Recipe:
+    try:
+        return Recipe.model_validate(data)
+    except ValidationError as exc:
+        raise RecipeError(f"{origin}: invalid recipe:\n{exc}") from exc
+
+
+def load_recipe(path: Path) -> Recipe:
+    if not path.is_file():
+        raise RecipeError(f"{path}: no such recipe file")
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except yaml.YAMLError as exc:
+        raise RecipeError(f"{path}: not valid YAML: {exc}") from exc
+    if not isinstance(data, dict):
+        raise RecipeError(f"{path}: a recipe is a YAML mapping, got {type(data).__name__}")
+    return parse_recipe(data, str(path))

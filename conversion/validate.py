@@ -1,0 +1,244 @@
+"""The gate: the artifact (onnxruntime) against its source (PyTorch fp32) on real data, within budgets."""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+
+from conversion.data.movielens import MovieLensSet, load_movielens
+from conversion.data.ranking import load_ranking
+from conversion.data.sentiment import LABEL_NAMES, load_sentiment
+from conversion.errors import ConversionError
+from conversion.parity import row_cosine
+from conversion.recipe import Recipe
+from conversion.runners import BatchFn, TextInput, ort_batch_fn, ort_session, run_texts, torch_batch_fn
+
+BudgetKind = Literal["max_drop", "min", "none"]
+K = 10
+
+
+@dataclass(frozen=True)
+class Metric:
+    dataset: str
+    metric: str
+    source: float
+    artifact: float
+    delta: float
+    budget: float | None
+    budget_kind: BudgetKind
+    passed: bool
+
+
+def metric(
+    dataset: str, name: str, source: float, artifact: float, budget: float | None, kind: BudgetKind
+) -> Metric:
+    delta = artifact - source
+    if budget is None or kind == "none":
+        passed = True
+    elif kind == "max_drop":
+        passed = delta >= -budget - 1e-12
+    else:
+        passed = artifact >= budget
+    return Metric(dataset, name, float(source), float(artifact), float(delta), budget, kind, passed)
+
+
+@dataclass
+class ValidationReport:
+    metrics: list[Metric]
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def passed(self) -> bool:
+        return all(m.passed for m in self.metrics)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"passed": self.passed, "metrics": [asdict(m) for m in self.metrics], **self.extra}
+
+
+def format_table(report: ValidationReport) -> str:
+    lines = [f"{'dataset':<18} {'metric':<18} {'source':>9} {'artifact':>9} {'delta':>9} {'budget':>12}  ok"]
+    for m in report.metrics:
+        budget = (
+            "-"
+            if m.budget is None
+            else (f"drop<={m.budget:g}" if m.budget_kind == "max_drop" else f">={m.budget:g}")
+        )
+        numbers = f"{m.source:>9.4f} {m.artifact:>9.4f} {m.delta:>+9.4f}"
+        lines.append(
+            f"{m.dataset:<18} {m.metric:<18} {numbers} {budget:>12}  " + ("yes" if m.passed else "NO")
+        )
+    return "\n".join(lines)
+
+
+class _Pair:
+    """Source and artifact runners over the same tokenizer."""
+
+    def __init__(self, loaded: Any, onnx_path: Path, provider: str, max_length: int, batch_size: int) -> None:
+        self.loaded = loaded
+        self.source: BatchFn = torch_batch_fn(loaded.module)
+        self.artifact: BatchFn = ort_batch_fn(ort_session(onnx_path, provider, threads=1))
+        self.kwargs = {
+            "max_length": max_length,
+            "input_names": loaded.module.input_names,
+            "batch_size": batch_size,
+        }
+
+    def run(self, texts: Sequence[TextInput], desc: str) -> tuple[np.ndarray, np.ndarray]:
+        src = run_texts(self.source, self.loaded.tokenizer, texts, desc=f"{desc} (source)", **self.kwargs)
+        art = run_texts(self.artifact, self.loaded.tokenizer, texts, desc=f"{desc} (artifact)", **self.kwargs)
+        return src, art
+
+
+def accuracy_and_f1(pred: np.ndarray, gold: np.ndarray, classes: int) -> tuple[float, float]:
+    accuracy = float((pred == gold).mean())
+    f1s = []
+    for c in range(classes):
+        tp = float(((pred == c) & (gold == c)).sum())
+        fp = float(((pred == c) & (gold != c)).sum())
+        fn = float(((pred != c) & (gold == c)).sum())
+        f1s.append(0.0 if tp == 0 else 2 * tp / (2 * tp + fp + fn))
+    return accuracy, float(np.mean(f1s))
+
+
+def ndcg_agreement(reference: np.ndarray, candidate: np.ndarray, k: int = K) -> float:
+    """NDCG@k of the candidate's ranking, the reference's top k as graded relevance (k, k-1, ..., 1)."""
+    ref_top = np.argsort(-reference, kind="stable")[:k]
+    gain = np.zeros(len(reference))
+    gain[ref_top] = np.arange(len(ref_top), 0, -1)
+    discounts = 1.0 / np.log2(np.arange(2, k + 2))
+    cand_top = np.argsort(-candidate, kind="stable")[:k]
+    ideal = float((gain[ref_top] * discounts[: len(ref_top)]).sum())
+    return float((gain[cand_top] * discounts[: len(cand_top)]).sum()) / ideal if ideal else 1.0
+
+
+def hit_and_ndcg(scores: np.ndarray, relevant: int = 0, k: int = K) -> tuple[float, float]:
+    rank = int((scores > scores[relevant]).sum())
+    return (1.0, 1.0 / float(np.log2(rank + 2))) if rank < k else (0.0, 0.0)
+
+
+def spearman(a: np.ndarray, b: np.ndarray) -> float:
+    ra = np.argsort(np.argsort(a)).astype(np.float64)
+    rb = np.argsort(np.argsort(b)).astype(np.float64)
+    return float(np.corrcoef(ra, rb)[0, 1])
+
+
+def validate_sentiment(pair: _Pair, recipe: Recipe) -> ValidationReport:
+    cfg = recipe.validation.sentiment
+    labels = recipe.labels or pair.loaded.labels or []
+    missing = [name for name in LABEL_NAMES if name not in labels]
+    if missing:
+        raise ConversionError(f"sentiment validation needs labels {LABEL_NAMES}; the model has {labels}")
+    to_model = np.array([labels.index(name) for name in LABEL_NAMES])
+    metrics: list[Metric] = []
+    for name in cfg.datasets:
+        data = load_sentiment(name, cfg.max_examples)
+        gold = to_model[np.array(data.labels)]
+        src, art = pair.run(data.texts, name)
+        s_acc, s_f1 = accuracy_and_f1(src.argmax(axis=1), gold, len(labels))
+        a_acc, a_f1 = accuracy_and_f1(art.argmax(axis=1), gold, len(labels))
+        metrics.append(
+            metric(name, "accuracy", 100 * s_acc, 100 * a_acc, cfg.accuracy_drop_budget, "max_drop")
+        )
+        f1_kind: BudgetKind = "none" if cfg.f1_drop_budget is None else "max_drop"
+        metrics.append(metric(name, "macro_f1", 100 * s_f1, 100 * a_f1, cfg.f1_drop_budget, f1_kind))
+        agreement = float((src.argmax(axis=1) == art.argmax(axis=1)).mean())
+        metrics.append(metric(name, "label_agreement", 1.0, agreement, None, "none"))
+    return ValidationReport(metrics)
+
+
+def validate_bi_encoder(pair: _Pair, recipe: Recipe) -> ValidationReport:
+    cfg = recipe.validation.ranking
+    data = load_ranking(cfg.queries, cfg.pool_reviews)
+    q_src, q_art = pair.run(data.queries, "wands queries")
+    p_src, p_art = pair.run(data.pool, "product pool")
+    cos = row_cosine(np.concatenate([q_src, p_src]), np.concatenate([q_art, p_art]))
+    metrics = [
+        metric(
+            "wands+pool",
+            "cosine_mean",
+            1.0,
+            float(cos.mean()),
+            cfg.min_cosine_budget,
+            "none" if cfg.min_cosine_budget is None else "min",
+        ),
+        metric("wands+pool", "cosine_min", 1.0, float(cos.min()), None, "none"),
+    ]
+    s_scores, a_scores = q_src @ p_src.T, q_art @ p_art.T
+    ndcg = [ndcg_agreement(s, a) for s, a in zip(s_scores, a_scores, strict=True)]
+    metrics.append(metric("wands", "ndcg@10_vs_source", 1.0, float(np.mean(ndcg)), cfg.ndcg_budget, "min"))
+    class_index = {name: i for i, name in enumerate(data.pool)}
+    labelled = [(n, class_index[c]) for n, c in enumerate(data.query_classes) if c in class_index]
+    s_hits = np.mean([hit_and_ndcg(s_scores[n], t)[0] for n, t in labelled]) if labelled else 0.0
+    a_hits = np.mean([hit_and_ndcg(a_scores[n], t)[0] for n, t in labelled]) if labelled else 0.0
+    metrics.append(metric("wands", "class_hit@10", float(s_hits), float(a_hits), None, "none"))
+    report = ValidationReport(metrics)
+    if recipe.validation.recommendation.enabled:
+        report.metrics.extend(_movielens(pair, recipe))
+    return report
+
+
+def _movielens(pair: _Pair, recipe: Recipe) -> list[Metric]:
+    cfg = recipe.validation.recommendation
+    data: MovieLensSet = load_movielens(cfg.users, cfg.history, cfg.negatives, cfg.seed)
+    needed = sorted({i for case in data.cases for i in (*case.history, *case.candidates)}, key=int)
+    src, art = pair.run([data.item_text[i] for i in needed], "movielens items")
+    row = {item: n for n, item in enumerate(needed)}
+    results: dict[str, list[tuple[float, float]]] = {"source": [], "artifact": []}
+    for case in data.cases:
+        for side, emb in (("source", src), ("artifact", art)):
+            user = emb[[row[i] for i in case.history]].mean(axis=0)
+            user /= max(float(np.linalg.norm(user)), 1e-12)
+            results[side].append(hit_and_ndcg(emb[[row[i] for i in case.candidates]] @ user))
+    s, a = np.array(results["source"]), np.array(results["artifact"])
+    return [
+        metric(
+            "movielens-100k",
+            "hr@10",
+            float(s[:, 0].mean()),
+            float(a[:, 0].mean()),
+            cfg.hr_drop_budget,
+            "max_drop",
+        ),
+        metric("movielens-100k", "ndcg@10", float(s[:, 1].mean()), float(a[:, 1].mean()), None, "none"),
+    ]
+
+
+def validate_cross_encoder(pair: _Pair, recipe: Recipe) -> ValidationReport:
+    cfg = recipe.validation.cross_encoder
+    data = load_ranking(cfg.queries, pool_reviews=0, seed=cfg.seed)
+    rng = random.Random(cfg.seed)
+    classes = data.pool
+    pairs: list[TextInput] = []
+    queries = [(q, c) for q, c in zip(data.queries, data.query_classes, strict=True) if c]
+    for query, own in queries:
+        others = rng.sample([c for c in classes if c != own], min(cfg.candidates - 1, len(classes) - 1))
+        pairs.extend((query, c) for c in [own, *others])
+    src, art = pair.run(pairs, "query/class pairs")
+    s, a = src[:, 0].reshape(len(queries), -1), art[:, 0].reshape(len(queries), -1)
+    ndcg = [ndcg_agreement(x, y) for x, y in zip(s, a, strict=True)]
+    s_hit = np.mean([hit_and_ndcg(x, 0, k=1)[0] for x in s])
+    a_hit = np.mean([hit_and_ndcg(y, 0, k=1)[0] for y in a])
+    return ValidationReport(
+        [
+            metric("wands-pairs", "ndcg@10_vs_source", 1.0, float(np.mean(ndcg)), cfg.ndcg_budget, "min"),
+            metric("wands-pairs", "spearman", 1.0, spearman(src[:, 0], art[:, 0]), None, "none"),
+            metric("wands-pairs", "class_hit@1", float(s_hit), float(a_hit), None, "none"),
+        ]
+    )
+
+
+def validate_artifact(
+    loaded: Any, onnx_path: Path, recipe: Recipe, provider: str = "CPUExecutionProvider"
+) -> ValidationReport:
+    """Runs the kind's validation; the caller decides what a failed report means (the pipeline refuses)."""
+    pair = _Pair(loaded, onnx_path, provider, recipe.max_sequence_length, recipe.validation.batch_size)
+    if recipe.kind == "sequence-classification":
+        return validate_sentiment(pair, recipe)
+    if recipe.kind == "bi-encoder":
+        return validate_bi_encoder(pair, recipe)
+    return validate_cross_encoder(pair, recipe)
