@@ -91,18 +91,26 @@ class Metrics:
         )
         self.rejected = Counter(
             "inference_rejected_requests_total",
-            "Requests refused before or instead of inference, by reason: " + ", ".join(REJECTION_REASONS) + ".",
+            "Requests refused before or instead of inference, by reason: "
+            + ", ".join(REJECTION_REASONS)
+            + ".",
             ["endpoint", "reason"],
             registry=r,
         )
         self.errors = Counter(
-            "inference_errors_total", "Errors answered with a status >= 500, by error type.", ["type"], registry=r
+            "inference_errors_total",
+            "Errors answered with a status >= 500, by error type.",
+            ["type"],
+            registry=r,
         )
         self.cache_hits = Counter(
             "inference_embedding_cache_hits_total", "Embeddings served from the cache.", ["model"], registry=r
         )
         self.cache_misses = Counter(
-            "inference_embedding_cache_misses_total", "Embeddings that had to be computed.", ["model"], registry=r
+            "inference_embedding_cache_misses_total",
+            "Embeddings that had to be computed.",
+            ["model"],
+            registry=r,
         )
         self.load_failures = Counter(
             "inference_model_load_failures_total",

@@ -68,12 +68,12 @@ class Settings(BaseSettings):
 
     # --- models -------------------------------------------------------------------------------------
     model_store: Path = Field(
-        Path("model_store"),
+        default=Path("model_store"),
         description="Folder holding <name>/<version>/ artifacts published by conversion/; the only place "
         "models are loaded from (no network at run time).",
     )
     provider: Literal["cpu", "cuda"] = Field(
-        "cpu",
+        default="cpu",
         description="onnxruntime execution provider. `cuda` falls back to cpu with a warning when the CUDA "
         "provider is not available, so one image runs everywhere.",
     )
@@ -83,17 +83,19 @@ class Settings(BaseSettings):
         "be held back or rolled back without touching the store.",
     )
     sentiment_model: str = Field(
-        "review-sentiment", description="Model used by /v1/sentiment when the request names none."
+        default="review-sentiment", description="Model used by /v1/sentiment when the request names none."
     )
     ranking_model: str = Field(
-        "product-embedder",
-        description="Model used by /v1/rank when the request names none (a request may name a cross-encoder).",
+        default="product-embedder",
+        description="Model used by /v1/rank when the request names none (a request may name a cross-encoder"
+        " instead).",
     )
     recommend_model: str = Field(
-        "product-embedder", description="Bi-encoder used by /v1/recommend when the request names none."
+        default="product-embedder",
+        description="Bi-encoder used by /v1/recommend when the request names none.",
     )
     max_sequence_length: int | None = Field(
-        None,
+        default=None,
         ge=8,
         description="Upper bound on tokens per text (special tokens included), below the manifest's own "
         "limit if set: cost grows with length; longer texts are truncated and reported `truncated: true`.",
@@ -101,66 +103,66 @@ class Settings(BaseSettings):
 
     # --- request limits -----------------------------------------------------------------------------
     max_texts_per_request: int = Field(
-        256,
+        default=256,
         ge=1,
         description="Most texts (or candidates / history items) in one request, so that one caller cannot "
         "fill the queue alone (a rank page sends up to ~200 candidates).",
     )
     max_chars_per_text: int = Field(
-        4096,
+        default=4096,
         ge=1,
         description="Most characters per text: tokenizing megabytes of text costs CPU even though the model "
         "only reads the first max-sequence-length tokens.",
     )
     max_body_bytes: int = Field(
-        2 * 1024 * 1024,
+        default=2 * 1024 * 1024,
         ge=1024,
         description="Largest request body accepted (413 above it), checked before the JSON is parsed.",
     )
     request_timeout_s: float = Field(
-        5.0,
+        default=5.0,
         gt=0,
         description="Deadline of a request from arrival: past it the answer is 504 and its queued texts are "
         "dropped before inference, because a storefront page has already given up by then.",
     )
     api_token: SecretStr | None = Field(
-        None,
+        default=None,
         description="Bearer token required on /v1/* when set (health and metrics stay open); compared in "
         f"constant time. At least {MIN_TOKEN_CHARS} characters.",
     )
 
     # --- batching engine ----------------------------------------------------------------------------
     batching: bool = Field(
-        True,
+        default=True,
         description="Share model runs between concurrent requests. Off: each request runs alone (in chunks "
         "of max_batch_size texts), for comparison in benchmarks.",
     )
     queue_capacity: int = Field(
-        1024,
+        default=1024,
         ge=1,
         description="Texts waiting per model before new requests get 429 + Retry-After: a short queue sheds "
         "overload at once instead of turning it into timeouts.",
     )
     max_batch_size: int = Field(
-        32,
+        default=32,
         ge=1,
         description="Most texts one worker takes from the queue at a time (its batch window), which it sorts "
         "by length and runs as sub-batches.",
     )
     sub_batch_size: int = Field(
-        4,
+        default=4,
         ge=1,
         description="Most texts per onnxruntime run inside a batch window: padding costs more than small "
         "batches save on CPU, so a window runs as several length-sorted small batches.",
     )
     max_batch_tokens: int = Field(
-        2048,
+        default=2048,
         ge=8,
         description="Most padded tokens (texts x longest text) in one onnxruntime run; bounds the memory and "
         "latency of a run. Must hold at least one text of max sequence length.",
     )
     max_wait_ms: float = Field(
-        2.0,
+        default=2.0,
         ge=0,
         description="How long a batch window may wait for more texts when it opened under load; a request "
         "that finds nothing else queued is sent at once, so this adds nothing at low concurrency.",
@@ -173,20 +175,20 @@ class Settings(BaseSettings):
         "measured ~20% faster than one session with two threads).",
     )
     threads_per_session: int = Field(
-        1, ge=1, description="intra-op threads of each onnxruntime session (see sessions_per_model)."
+        default=1, ge=1, description="intra-op threads of each onnxruntime session (see sessions_per_model)."
     )
     ort_allow_spinning: bool = Field(
-        True,
+        default=True,
         description="Let onnxruntime's intra-op threads spin while waiting: lower latency with several "
         "threads per session, wasted CPU on a shared machine.",
     )
     retry_after_s: int = Field(
-        1, ge=1, description="Retry-After seconds sent with 429 when the queue is full."
+        default=1, ge=1, description="Retry-After seconds sent with 429 when the queue is full."
     )
 
     # --- embedding cache ----------------------------------------------------------------------------
     cache_size: int = Field(
-        20_000,
+        default=20_000,
         ge=0,
         description="Embeddings kept in the LRU cache shared by /v1/rank and /v1/recommend (0 turns it off): "
         "a storefront scores the same product texts again and again. ~1.5 KB each at hidden size 384.",
@@ -194,28 +196,32 @@ class Settings(BaseSettings):
 
     # --- lifecycle ----------------------------------------------------------------------------------
     drain_timeout_s: float = Field(
-        20.0,
+        default=20.0,
         gt=0,
         description="On SIGTERM: how long queued and in-flight requests may take to finish before the "
         "rest are refused and the process exits; keep it below the pod's termination grace period.",
     )
     reload_poll_s: float = Field(
-        0.0,
+        default=0.0,
         ge=0,
-        description="Seconds between scans of the store for new versions (0: only on POST /v1/models/reload). "
+        description="Seconds between scans of the store for new versions (0: only on POST "
+        "/v1/models/reload). "
         "A new version is verified and warmed beside the old one, then swapped in.",
     )
     warmup: bool = Field(
-        True,
+        default=True,
         description="Run each model over its sequence-length buckets before reporting ready, so that the "
         "first real requests do not pay for allocations.",
     )
 
     # --- logging ------------------------------------------------------------------------------------
-    log_level: Literal["debug", "info", "warning", "error"] = Field("info", description="Log level of `app`.")
+    log_level: Literal["debug", "info", "warning", "error"] = Field(
+        default="info", description="Log level of `app`."
+    )
     log_payloads: bool = Field(
-        False,
-        description="Log request texts (reviews, queries, user history). Off by default: they are customer data.",
+        default=False,
+        description="Log request texts (reviews, queries, user history). Off by default: they are "
+        "customer data.",
     )
 
     @model_validator(mode="after")
@@ -227,7 +233,8 @@ class Settings(BaseSettings):
             )
         if self.max_sequence_length is not None and self.max_batch_tokens < self.max_sequence_length:
             problems.append(
-                f"max_batch_tokens ({self.max_batch_tokens}) < max_sequence_length ({self.max_sequence_length}):"
+                f"max_batch_tokens ({self.max_batch_tokens}) < max_sequence_length "
+                f"({self.max_sequence_length}):"
                 " a single long text could never run"
             )
         if self.api_token is not None and len(self.api_token.get_secret_value()) < MIN_TOKEN_CHARS:

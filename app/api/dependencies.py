@@ -1,0 +1,71 @@
+"""Dependencies shared by the routers, as `Annotated` aliases."""
+
+from __future__ import annotations
+
+import asyncio
+import hmac
+import time
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from typing import Annotated
+
+from fastapi import Depends, Request
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+
+from app.errors import Unauthorized
+from app.service import Service
+
+_bearer = HTTPBearer(auto_error=False, description="INFERENCE_API_TOKEN, when the server sets one.")
+
+
+def get_service(request: Request) -> Service:
+    service: Service = request.app.state.service
+    return service
+
+
+ServiceDep = Annotated[Service, Depends(get_service)]
+
+
+def require_token(
+    service: ServiceDep, credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)]
+) -> None:
+    """Bearer token check in constant time; a no-op when INFERENCE_API_TOKEN is unset."""
+    expected = service.settings.api_token
+    if expected is None:
+        return
+    given = credentials.credentials if credentials is not None else ""
+    if not hmac.compare_digest(given.encode(), expected.get_secret_value().encode()):
+        raise Unauthorized("missing or wrong bearer token")
+
+
+def require_accepting(service: ServiceDep) -> None:
+    """503 while the models load or the server drains."""
+    service.check_accepting()
+
+
+@dataclass(frozen=True)
+class Call:
+    """Per-request context handed to the engine: its deadline and a future set when the client leaves."""
+
+    deadline: float
+    disconnected: asyncio.Future[object]
+
+
+async def _disconnect_watch(request: Request) -> None:
+    # The body has been read by now, so the next ASGI message is http.disconnect.
+    while True:
+        message = await request.receive()
+        if message["type"] == "http.disconnect":
+            return
+
+
+async def call_context(request: Request, service: ServiceDep) -> AsyncIterator[Call]:
+    started = request.scope.get("state", {}).get("started_at", time.monotonic())
+    watch: asyncio.Task[None] = asyncio.ensure_future(_disconnect_watch(request))
+    try:
+        yield Call(started + service.settings.request_timeout_s, watch)  # type: ignore[arg-type]
+    finally:
+        watch.cancel()
+
+
+CallDep = Annotated[Call, Depends(call_context)]

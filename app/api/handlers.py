@@ -1,0 +1,88 @@
+"""Renders every error as `{"error": {"type", "message"}}` with the status from app.errors, and counts it."""
+
+from __future__ import annotations
+
+import logging
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.responses import Response
+
+from app.api.responses import error_response
+from app.errors import ServiceError, rejection_reason, status_of
+from app.metrics import Metrics
+from app.middleware import endpoint_label
+
+log = logging.getLogger("app.errors")
+
+_HTTP_TYPES = {401: "unauthorized", 404: "not_found", 405: "method_not_allowed", 400: "bad_request"}
+
+
+def _metrics(request: Request) -> Metrics:
+    metrics: Metrics = request.app.state.metrics
+    return metrics
+
+
+def _count(request: Request, error: ServiceError, status: int) -> None:
+    metrics = _metrics(request)
+    reason = rejection_reason(error)
+    if reason is not None:
+        metrics.rejected.labels(endpoint=endpoint_label(request.url.path), reason=reason).inc()
+    elif status >= 500:
+        metrics.errors.labels(type=error.type).inc()
+
+
+async def service_error(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, ServiceError)
+    status = status_of(exc)
+    _count(request, exc, status)
+    headers = {}
+    retry_after = getattr(exc, "retry_after_s", None)
+    if retry_after is not None:
+        headers["Retry-After"] = str(retry_after)
+    if status == 401:
+        headers["WWW-Authenticate"] = "Bearer"
+    if status >= 500 and status != 503:
+        log.error("%s: %s", exc.type, exc.message)
+    return error_response(status, exc.type, exc.message, headers)
+
+
+def _where(loc: tuple[object, ...] | list[object]) -> str:
+    return ".".join(str(p) for p in loc)
+
+
+async def validation_error(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, RequestValidationError)
+    errors = exc.errors()
+    _metrics(request).rejected.labels(
+        endpoint=endpoint_label(request.url.path), reason="invalid_request"
+    ).inc()
+    parts = []
+    for err in errors[:5]:
+        loc = list(err.get("loc", ()))
+        if err.get("type") == "json_invalid":
+            parts.append(f"body: invalid JSON ({err.get('ctx', {}).get('error', 'parse error')})")
+        else:
+            parts.append(f"{_where(loc)}: {err.get('msg', 'invalid')}")
+    more = f" (+{len(errors) - 5} more)" if len(errors) > 5 else ""
+    return error_response(422, "invalid_request", "; ".join(parts) + more)
+
+
+async def http_error(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, StarletteHTTPException)
+    error_type = _HTTP_TYPES.get(exc.status_code, "http_error")
+    return error_response(exc.status_code, error_type, str(exc.detail), dict(exc.headers or {}))
+
+
+async def unexpected_error(request: Request, exc: Exception) -> Response:
+    log.exception("unhandled error", exc_info=exc)
+    _metrics(request).errors.labels(type="internal_error").inc()
+    return error_response(500, "internal_error", "internal error; see the server log for this request id")
+
+
+def install(app: FastAPI) -> None:
+    app.add_exception_handler(ServiceError, service_error)
+    app.add_exception_handler(RequestValidationError, validation_error)
+    app.add_exception_handler(StarletteHTTPException, http_error)
+    app.add_exception_handler(Exception, unexpected_error)

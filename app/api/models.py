@@ -1,0 +1,64 @@
+"""GET /v1/models and POST /v1/models/reload"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import APIRouter, Depends
+
+from app.api.dependencies import ServiceDep, require_accepting, require_token
+from app.api.responses import ORJSONResponse
+from app.api.schemas import ModelsResponse, ReloadResponse, error_responses
+from app.registry import PROVIDER_LABEL, ServedModel
+from app.service import Service
+
+router = APIRouter(prefix="/v1", tags=["models"], dependencies=[Depends(require_token)])
+
+
+def _entry(served: ServedModel) -> dict[str, Any]:
+    m = served.manifest
+    return {
+        "name": m.name,
+        "version": m.version,
+        "task": m.task,
+        "kind": m.model_kind,
+        "precision": m.precision,
+        "provider": PROVIDER_LABEL.get(served.provider, "cpu"),
+        "sessions": served.sessions,
+        "max_sequence_length": served.max_length,
+        "labels": m.labels,
+        "size_bytes": m.size_bytes,
+        "created_at": m.created_at,
+        "loaded_at": served.loaded_at,
+        "validation": m.validation,
+        "benchmark": m.benchmark,
+    }
+
+
+def _listing(service: Service) -> dict[str, Any]:
+    failures = sorted(service.registry.failures.values(), key=lambda f: (f.name, int(f.version)))
+    return {
+        "models": [_entry(s) for s in service.registry.served()],
+        "failures": [
+            {"name": f.name, "version": f.version, "reason": f.reason, "message": f.message, "at": f.at}
+            for f in failures
+        ],
+    }
+
+
+@router.get("/models", response_model=ModelsResponse, responses=error_responses(401))
+async def models(service: ServiceDep) -> ORJSONResponse:
+    """What is served (with the manifest's validation and benchmark numbers) and what was refused."""
+    return ORJSONResponse(_listing(service))
+
+
+@router.post(
+    "/models/reload",
+    response_model=ReloadResponse,
+    responses=error_responses(401, 503),
+    dependencies=[Depends(require_accepting)],
+)
+async def reload(service: ServiceDep) -> ORJSONResponse:
+    """Rescan the store: newer (or newly pinned) versions are verified, warmed up and swapped in."""
+    changed = await service.reload()
+    return ORJSONResponse({"changed": changed, **_listing(service)})

@@ -1,0 +1,70 @@
+"""POST /v1/rank and POST /v1/recommend"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from fastapi import APIRouter, Depends, Request
+from starlette.responses import Response
+
+from app.api.dependencies import CallDep, ServiceDep, require_accepting, require_token
+from app.api.schemas import INFERENCE_ERRORS, Candidate, RankRequest, RecommendRequest, ScoredResponse
+from app.api.timing import model_response
+from app.errors import InvalidRequest
+from app.service import HistoryItem, Scored
+
+router = APIRouter(
+    prefix="/v1", tags=["inference"], dependencies=[Depends(require_token), Depends(require_accepting)]
+)
+
+
+def _unique_ids(candidates: Sequence[Candidate], field: str) -> None:
+    seen: set[str] = set()
+    for i, c in enumerate(candidates):
+        if c.id in seen:
+            raise InvalidRequest(f"duplicate id {c.id!r}", f"{field}.{i}.id")
+        seen.add(c.id)
+
+
+def _results(candidates: Sequence[Candidate], scored: Scored) -> list[dict[str, object]]:
+    scores = scored.scores.tolist()
+    return [
+        {"id": candidates[i].id, "score": scores[i], "truncated": scored.truncated[i]} for i in scored.order
+    ]
+
+
+@router.post("/rank", response_model=ScoredResponse, responses=INFERENCE_ERRORS)
+async def rank(body: RankRequest, request: Request, service: ServiceDep, call: CallDep) -> Response:
+    """Order candidate products by relevance to a search query (bi-encoder cosine, or a cross-encoder)."""
+    _unique_ids(body.candidates, "candidates")
+    scored = await service.rank(
+        body.query,
+        [c.text for c in body.candidates],
+        body.top_k,
+        body.model,
+        body.version,
+        call.deadline,
+        call.disconnected,
+    )
+    return model_response(
+        request, scored.model, scored.timings, {"results": _results(body.candidates, scored)}
+    )
+
+
+@router.post("/recommend", response_model=ScoredResponse, responses=INFERENCE_ERRORS)
+async def recommend(body: RecommendRequest, request: Request, service: ServiceDep, call: CallDep) -> Response:
+    """Order candidates by similarity to the user vector (weighted mean of the history's embeddings)."""
+    _unique_ids(body.candidates, "candidates")
+    history = [HistoryItem(h.text, h.weight) for h in body.history]
+    scored = await service.recommend(
+        history,
+        [c.text for c in body.candidates],
+        body.top_k,
+        body.model,
+        body.version,
+        call.deadline,
+        call.disconnected,
+    )
+    return model_response(
+        request, scored.model, scored.timings, {"results": _results(body.candidates, scored)}
+    )

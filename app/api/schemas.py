@@ -1,0 +1,195 @@
+"""Request and response bodies of the HTTP API (the contract the storefront backend codes against)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field
+
+VERSION_PATTERN = r"^[1-9][0-9]*$"
+
+
+class _Request(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    model: str | None = Field(
+        None, min_length=1, max_length=128, description="Model name; the endpoint's default when absent."
+    )
+    version: str | None = Field(
+        default=None,
+        pattern=VERSION_PATTERN,
+        description="Version that must answer; 404 when that version is not the one being served.",
+    )
+
+
+class SentimentRequest(_Request):
+    texts: list[str] = Field(
+        default=...,
+        min_length=1,
+        description="Review texts; limits: INFERENCE_MAX_TEXTS_PER_REQUEST, INFERENCE_MAX_CHARS_PER_TEXT.",
+    )
+
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={
+            "examples": [{"texts": ["Battery died after two days.", "Great sound, fits well."]}]
+        },
+    )
+
+
+class SentimentResult(BaseModel):
+    label: str
+    score: float = Field(..., description="Probability of `label`.")
+    probabilities: dict[str, float]
+    truncated: bool = Field(..., description="The text was cut to the model's max sequence length.")
+
+
+class SentimentResponse(BaseModel):
+    model: str
+    version: str
+    results: list[SentimentResult]
+
+
+class Candidate(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    id: str = Field(..., min_length=1, max_length=256)
+    text: str
+
+
+class HistoryEntry(Candidate):
+    weight: float = Field(default=1.0, ge=0, description="Relative weight of this item in the user vector.")
+
+
+class RankRequest(_Request):
+    query: str = Field(..., min_length=1)
+    candidates: list[Candidate] = Field(..., min_length=1)
+    top_k: int | None = Field(
+        default=None, ge=1, description="Return only the best k candidates (all when absent)."
+    )
+
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={
+            "examples": [
+                {
+                    "query": "wireless earbuds",
+                    "candidates": [
+                        {"id": "sku-1", "text": "Bluetooth 5.3 in-ear earbuds with charging case"},
+                        {"id": "sku-2", "text": "Stainless steel chef knife, 8 inch"},
+                    ],
+                    "top_k": 10,
+                }
+            ]
+        },
+    )
+
+
+class RecommendRequest(_Request):
+    history: list[HistoryEntry] = Field(..., min_length=1)
+    candidates: list[Candidate] = Field(..., min_length=1)
+    top_k: int | None = Field(
+        default=None, ge=1, description="Return only the best k candidates (all when absent)."
+    )
+
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={
+            "examples": [
+                {
+                    "history": [
+                        {"id": "sku-9", "text": "Trail running shoes, waterproof", "weight": 1.0},
+                        {"id": "sku-4", "text": "Merino wool hiking socks"},
+                    ],
+                    "candidates": [
+                        {"id": "sku-1", "text": "Lightweight hiking backpack 30L"},
+                        {"id": "sku-2", "text": "Espresso machine with milk frother"},
+                    ],
+                    "top_k": 20,
+                }
+            ]
+        },
+    )
+
+
+class ScoredItem(BaseModel):
+    id: str
+    score: float
+    truncated: bool
+
+
+class ScoredResponse(BaseModel):
+    model: str
+    version: str
+    results: list[ScoredItem] = Field(..., description="Best first.")
+
+
+class ModelEntry(BaseModel):
+    name: str
+    version: str
+    task: str
+    kind: str
+    precision: str
+    provider: str
+    sessions: int
+    max_sequence_length: int
+    labels: list[str] | None
+    size_bytes: int | None
+    created_at: str | None
+    loaded_at: str
+    validation: dict[str, Any] | None = Field(default=None, description="The manifest's validation results.")
+    benchmark: dict[str, Any] | None = Field(default=None, description="The manifest's benchmark results.")
+
+
+class LoadFailureEntry(BaseModel):
+    name: str
+    version: str
+    reason: str
+    message: str
+    at: str
+
+
+class ModelsResponse(BaseModel):
+    models: list[ModelEntry]
+    failures: list[LoadFailureEntry] = Field(..., description="Versions refused at load, with the reason.")
+
+
+class ReloadResponse(BaseModel):
+    changed: list[str] = Field(..., description="`name/version` of every version swapped in.")
+    models: list[ModelEntry]
+    failures: list[LoadFailureEntry]
+
+
+class HealthResponse(BaseModel):
+    status: str
+    problems: list[str] = []
+
+
+class ErrorDetail(BaseModel):
+    type: str
+    message: str
+
+
+class ErrorResponse(BaseModel):
+    error: ErrorDetail
+
+
+_ERROR_DESCRIPTIONS = {
+    401: "Missing or wrong bearer token (only when INFERENCE_API_TOKEN is set).",
+    404: "Unknown model, or a version that is not being served.",
+    413: "Request body larger than INFERENCE_MAX_BODY_BYTES.",
+    422: "Malformed JSON, a wrong type, or a limit exceeded; the message names the field.",
+    429: "The model's queue is full; retry after the Retry-After header's seconds.",
+    499: "The client disconnected before the answer was ready (logged, never read).",
+    500: "Inference failed.",
+    503: "The server is loading its models or shutting down.",
+    504: "The request deadline (INFERENCE_REQUEST_TIMEOUT_S) passed.",
+}
+
+
+def error_responses(*codes: int) -> dict[int | str, dict[str, Any]]:
+    """OpenAPI `responses` entries for the given error statuses, all with the ErrorResponse body."""
+    return {code: {"model": ErrorResponse, "description": _ERROR_DESCRIPTIONS[code]} for code in codes}
+
+
+INFERENCE_ERRORS = error_responses(401, 404, 413, 422, 429, 499, 500, 503, 504)

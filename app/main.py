@@ -1,0 +1,127 @@
+"""The application factory: `uvicorn --factory app.main:create_app`.
+
+Lifespan: read the store, verify every file's sha256, create the sessions, warm them up, then report
+ready. SIGTERM: readiness 503 at once, new work 503, queued and in-flight work finishes (at most
+INFERENCE_DRAIN_TIMEOUT_S), then uvicorn's own shutdown runs and the lifespan stops the engines.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import signal
+import threading
+from collections.abc import AsyncIterator, Callable
+from types import FrameType
+
+from fastapi import FastAPI
+
+from app.api import handlers, health, models, ranking, sentiment
+from app.api.responses import ORJSONResponse
+from app.errors import Draining
+from app.logs import configure_logging
+from app.metrics import Metrics
+from app.middleware import BodyLimitMiddleware, RequestContextMiddleware
+from app.service import Service
+from app.settings import Settings, get_settings
+
+log = logging.getLogger("app.main")
+
+DESCRIPTION = """Ranking, recommendation and review sentiment over compressed transformer models
+(ONNX Runtime).
+Every answer names the model and version that produced it; errors are `{"error": {"type", "message"}}`."""
+
+
+async def _drain_then_exit(service: Service, timeout: float, forward: Callable[[], None]) -> None:
+    log.info("SIGTERM: draining (at most %.1fs)", timeout)
+    if not await service.wait_idle(timeout):
+        dropped = 0
+        for engine in service.registry.engines():
+            dropped += engine.abort_queued(Draining("drain timeout passed; the server is shutting down"))
+        log.warning("drain timeout passed: %d queued texts refused", dropped)
+    log.info("drained; shutting down")
+    forward()
+
+
+def install_drain_handler(service: Service, timeout: float) -> Callable[[], None]:
+    """Put our SIGTERM handler in front of the server's (uvicorn's); returns the function that undoes it."""
+    if threading.current_thread() is not threading.main_thread():
+        return lambda: None  # signals are for the main thread only (e.g. TestClient runs us elsewhere)
+    loop = asyncio.get_running_loop()
+    previous = signal.getsignal(signal.SIGTERM)
+    tasks: set[asyncio.Task[None]] = set()
+
+    def forward(signum: int, frame: FrameType | None) -> Callable[[], None]:
+        def call() -> None:
+            if callable(previous):
+                previous(signum, frame)
+            else:
+                signal.signal(signal.SIGTERM, previous)
+                os.kill(os.getpid(), signum)
+
+        return call
+
+    def on_sigterm(signum: int, frame: FrameType | None) -> None:
+        if service.draining:  # a second SIGTERM: stop waiting
+            forward(signum, frame)()
+            return
+        service.begin_drain()
+
+        def start() -> None:
+            task = loop.create_task(_drain_then_exit(service, timeout, forward(signum, frame)))
+            tasks.add(task)
+            task.add_done_callback(tasks.discard)
+
+        loop.call_soon_threadsafe(start)
+
+    signal.signal(signal.SIGTERM, on_sigterm)
+
+    def restore() -> None:
+        signal.signal(signal.SIGTERM, previous)
+
+    return restore
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    """Build the service; settings from the environment (INFERENCE_*) unless given."""
+    settings = settings if settings is not None else get_settings()
+    configure_logging(settings.log_level)
+    metrics = Metrics()
+    service = Service(settings, metrics)
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        await service.start()
+        ready, problems = service.readiness()
+        log.info("started: %s", "ready" if ready else "not ready: " + "; ".join(problems))
+        restore = install_drain_handler(service, settings.drain_timeout_s)
+        poller = asyncio.create_task(service.poll_store()) if settings.reload_poll_s > 0 else None
+        try:
+            yield
+        finally:
+            restore()
+            if poller is not None:
+                poller.cancel()
+            service.begin_drain()
+            await service.registry.close(settings.drain_timeout_s)
+            log.info("engines stopped")
+
+    app = FastAPI(
+        title="storefront-inference",
+        version="0.1.0",
+        description=DESCRIPTION,
+        lifespan=lifespan,
+        default_response_class=ORJSONResponse,
+    )
+    app.state.settings = settings
+    app.state.metrics = metrics
+    app.state.service = service
+    handlers.install(app)
+    for module in (sentiment, ranking, models, health):
+        app.include_router(module.router)
+    # Added last = outermost: every response, 413s included, gets a request id and is timed.
+    app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes, metrics=metrics)
+    app.add_middleware(RequestContextMiddleware, service=service, metrics=metrics)
+    return app

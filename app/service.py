@@ -1,0 +1,280 @@
+"""What the endpoints do, without HTTP: limits, model choice, the embedding cache, scoring, readiness.
+
+Routers validate the JSON and shape responses; everything in between lives here, so it can be driven
+from tests and benchmarks without a web server.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+from app.cache import CachedEmbedding, EmbeddingCache, text_key
+from app.engine import InferenceResult
+from app.errors import Draining, InvalidRequest, NotReady
+from app.metrics import Metrics
+from app.registry import ModelRegistry, ServedModel
+from app.runtime import FloatArray, TextInput, resolve_provider
+from app.settings import Settings
+
+log = logging.getLogger("app.service")
+
+
+@dataclass
+class Timings:
+    queue_s: float = 0.0
+    tokenize_s: float = 0.0
+    inference_s: float = 0.0
+
+    def add(self, result: InferenceResult) -> None:
+        self.queue_s = max(self.queue_s, result.queue_s)
+        self.tokenize_s += result.tokenize_s
+        self.inference_s += result.inference_s
+
+
+@dataclass(frozen=True)
+class Classified:
+    model: ServedModel
+    probabilities: FloatArray  # [texts, labels]
+    truncated: list[bool]
+    timings: Timings
+
+
+@dataclass(frozen=True)
+class Scored:
+    """Candidates in best-first order: `order` indexes the request's candidates."""
+
+    model: ServedModel
+    order: list[int]
+    scores: FloatArray  # per candidate, in request order
+    truncated: list[bool]  # per candidate, in request order
+    timings: Timings
+
+
+@dataclass(frozen=True)
+class HistoryItem:
+    text: str
+    weight: float
+
+
+class Service:
+    def __init__(self, settings: Settings, metrics: Metrics) -> None:
+        self.settings = settings
+        self.metrics = metrics
+        self.provider = resolve_provider(settings.provider)
+        self.registry = ModelRegistry(settings, metrics, self.provider)
+        self.cache = EmbeddingCache(settings.cache_size)
+        self.started = False
+        self.draining = False
+        self.active_requests = 0
+
+    # --- lifecycle ----------------------------------------------------------------------------------
+    async def start(self) -> None:
+        await self.registry.refresh(retry_failed=True)
+        self.started = True
+        self._publish_ready()
+
+    def begin_drain(self) -> None:
+        self.draining = True
+        self._publish_ready()
+
+    def _publish_ready(self) -> None:
+        self.metrics.ready.set(1 if self.readiness()[0] else 0)
+
+    def required_models(self) -> list[str]:
+        s = self.settings
+        return sorted({s.sentiment_model, s.ranking_model, s.recommend_model})
+
+    def readiness(self) -> tuple[bool, list[str]]:
+        """Ready when started, not draining, and every model the endpoints default to is served."""
+        problems: list[str] = []
+        if not self.started:
+            problems.append("loading models")
+        if self.draining:
+            problems.append("draining")
+        if self.started:
+            problems += [
+                f"model {n} not served" for n in self.required_models() if not self.registry.is_served(n)
+            ]
+        return (not problems, problems)
+
+    def is_idle(self) -> bool:
+        return self.active_requests == 0 and all(e.idle for e in self.registry.engines())
+
+    async def wait_idle(self, timeout: float) -> bool:
+        end = time.monotonic() + timeout
+        while not self.is_idle():
+            if time.monotonic() >= end:
+                return False
+            await asyncio.sleep(0.02)
+        return True
+
+    def check_accepting(self) -> None:
+        if self.draining:
+            raise Draining("the server is shutting down; retry on another instance")
+        if not self.started:
+            raise NotReady("the server is still loading its models")
+
+    async def reload(self) -> list[str]:
+        changed = await self.registry.refresh(retry_failed=True)
+        self._publish_ready()
+        return changed
+
+    async def poll_store(self) -> None:
+        """Reload loop for INFERENCE_RELOAD_POLL_S > 0 (failed versions are not retried by polling)."""
+        while True:
+            await asyncio.sleep(self.settings.reload_poll_s)
+            if self.draining:
+                return
+            try:
+                await self.registry.refresh(retry_failed=False)
+                self._publish_ready()
+            except Exception:
+                log.exception("store poll failed")
+
+    # --- limits -------------------------------------------------------------------------------------
+    def check_texts(self, field: str, texts: Sequence[str]) -> None:
+        s = self.settings
+        if len(texts) > s.max_texts_per_request:
+            raise InvalidRequest(f"{len(texts)} items, at most {s.max_texts_per_request} allowed", field)
+        for i, text in enumerate(texts):
+            if len(text) > s.max_chars_per_text:
+                raise InvalidRequest(
+                    f"{len(text)} characters, at most {s.max_chars_per_text} allowed", f"{field}.{i}"
+                )
+
+    def _model(
+        self, name: str | None, version: str | None, default: str, kinds: Sequence[str], endpoint: str
+    ) -> ServedModel:
+        served = self.registry.get(name or default, version)
+        if served.kind not in kinds:
+            raise InvalidRequest(
+                f"{served.name} is a {served.kind} model; {endpoint} needs {' or '.join(kinds)}", "model"
+            )
+        return served
+
+    def _log_payload(self, endpoint: str, payload: object) -> None:
+        if self.settings.log_payloads:
+            log.info("payload %s %r", endpoint, payload)
+
+    # --- endpoints ----------------------------------------------------------------------------------
+    async def sentiment(
+        self,
+        texts: Sequence[str],
+        model: str | None,
+        version: str | None,
+        deadline: float,
+        disconnected: asyncio.Future[object] | None = None,
+    ) -> Classified:
+        self.check_texts("texts", texts)
+        served = self._model(
+            model, version, self.settings.sentiment_model, ["sequence-classification"], "sentiment"
+        )
+        self._log_payload("sentiment", texts)
+        result = await served.engine.infer(texts, deadline, disconnected)
+        timings = Timings()
+        timings.add(result)
+        return Classified(served, result.outputs, result.truncated, timings)
+
+    async def rank(
+        self,
+        query: str,
+        candidates: Sequence[str],
+        top_k: int | None,
+        model: str | None,
+        version: str | None,
+        deadline: float,
+        disconnected: asyncio.Future[object] | None = None,
+    ) -> Scored:
+        self.check_texts("query", [query])
+        self.check_texts("candidates", candidates)
+        served = self._model(
+            model, version, self.settings.ranking_model, ["bi-encoder", "cross-encoder"], "rank"
+        )
+        self._log_payload("rank", {"query": query, "candidates": candidates})
+        timings = Timings()
+        if served.kind == "cross-encoder":
+            pairs: list[TextInput] = [(query, c) for c in candidates]
+            result = await served.engine.infer(pairs, deadline, disconnected)
+            timings.add(result)
+            scores = result.outputs[:, 0] if len(candidates) else np.zeros(0, dtype=np.float32)
+            truncated = result.truncated
+        else:
+            vectors, flags = await self._embed(served, [query, *candidates], deadline, disconnected, timings)
+            scores = vectors[1:] @ vectors[0]
+            truncated = flags[1:]
+        return Scored(served, _best_first(scores, top_k), scores, truncated, timings)
+
+    async def recommend(
+        self,
+        history: Sequence[HistoryItem],
+        candidates: Sequence[str],
+        top_k: int | None,
+        model: str | None,
+        version: str | None,
+        deadline: float,
+        disconnected: asyncio.Future[object] | None = None,
+    ) -> Scored:
+        self.check_texts("history", [h.text for h in history])
+        self.check_texts("candidates", candidates)
+        if not history:
+            raise InvalidRequest("at least one history item is needed to build the user vector", "history")
+        weights = np.array([h.weight for h in history], dtype=np.float32)
+        if not np.isfinite(weights).all() or (weights < 0).any() or weights.sum() <= 0:
+            raise InvalidRequest("weights must be finite, non-negative and not all zero", "history")
+        served = self._model(model, version, self.settings.recommend_model, ["bi-encoder"], "recommend")
+        self._log_payload("recommend", {"history": [h.text for h in history], "candidates": candidates})
+        timings = Timings()
+        texts = [h.text for h in history] + list(candidates)
+        vectors, flags = await self._embed(served, texts, deadline, disconnected, timings)
+        user = weights @ vectors[: len(history)]
+        user /= max(float(np.linalg.norm(user)), 1e-12)
+        scores = vectors[len(history) :] @ user
+        return Scored(served, _best_first(scores, top_k), scores, flags[len(history) :], timings)
+
+    async def _embed(
+        self,
+        served: ServedModel,
+        texts: Sequence[str],
+        deadline: float,
+        disconnected: asyncio.Future[object] | None,
+        timings: Timings,
+    ) -> tuple[FloatArray, list[bool]]:
+        """Unit-length embeddings of `texts`, computing only those missing from the cache (once each)."""
+        name, version = served.name, served.version
+        found: list[CachedEmbedding | None] = [None] * len(texts)
+        missing: dict[str, list[int]] = {}
+        for i, text in enumerate(texts):
+            entry = self.cache.get(text_key(name, version, text))
+            if entry is None:
+                missing.setdefault(text, []).append(i)
+            else:
+                found[i] = entry
+        hits = len(texts) - sum(len(v) for v in missing.values())
+        if hits:
+            self.metrics.cache_hits.labels(model=name).inc(hits)
+        if missing:
+            self.metrics.cache_misses.labels(model=name).inc(len(texts) - hits)
+            unique = list(missing)
+            result = await served.engine.infer(unique, deadline, disconnected)
+            timings.add(result)
+            for j, text in enumerate(unique):
+                entry = CachedEmbedding(result.outputs[j].copy(), result.truncated[j])
+                self.cache.put(text_key(name, version, text), entry)
+                for i in missing[text]:
+                    found[i] = entry
+        entries = [e for e in found if e is not None]
+        vectors = np.stack([e.vector for e in entries]) if entries else np.zeros((0, 0), dtype=np.float32)
+        return vectors, [e.truncated for e in entries]
+
+
+def _best_first(scores: FloatArray, top_k: int | None) -> list[int]:
+    order = np.argsort(-scores, kind="stable")
+    if top_k is not None:
+        order = order[:top_k]
+    return [int(i) for i in order]
