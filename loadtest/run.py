@@ -129,6 +129,38 @@ def format_summary(summary: Summary) -> str:
     return "\n".join(lines)
 
 
+def locust_command(
+    *,
+    host: str,
+    out: Path,
+    shape: str = "steady",
+    users: int = 16,
+    spawn_rate: float = 8.0,
+    run_time: str = "60s",
+    seed: int = 0,
+    api_token: str | None = None,
+) -> list[str]:
+    """The headless locust command line; results go to `out/locust_*.csv` and `out/report.html`."""
+    command = [
+        sys.executable, "-m", "locust",
+        "--config", str(REPO / "loadtest" / "locust.conf"),
+        "--locustfile", str(REPO / "loadtest" / "locustfile.py"),
+        "--headless", "--only-summary",
+        "--host", host,
+        "--shape", shape,
+        "--users", str(users),
+        "--spawn-rate", str(spawn_rate),
+        "--run-time", run_time,
+        "--seed", str(seed),
+        "--csv", str(out / "locust"),
+        "--html", str(out / "report.html"),
+        "--exit-code-on-error", "0",
+    ]  # fmt: skip
+    if api_token:
+        command += ["--api-token", api_token]
+    return command
+
+
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -157,23 +189,16 @@ def main(argv: list[str] | None = None) -> int:
     out: Path = args.out or REPO / "loadtest" / "results" / f"{args.shape}-{time.strftime('%Y%m%d-%H%M%S')}"
     out.mkdir(parents=True, exist_ok=True)
     prefix = out / "locust"
-    command = [
-        sys.executable, "-m", "locust",
-        "--config", str(REPO / "loadtest" / "locust.conf"),
-        "--locustfile", str(REPO / "loadtest" / "locustfile.py"),
-        "--headless", "--only-summary",
-        "--host", args.host,
-        "--shape", args.shape,
-        "--users", str(args.users),
-        "--spawn-rate", str(args.spawn_rate),
-        "--run-time", args.run_time,
-        "--seed", str(args.seed),
-        "--csv", str(prefix),
-        "--html", str(out / "report.html"),
-        "--exit-code-on-error", "0",
-    ]  # fmt: skip
-    if args.api_token:
-        command += ["--api-token", args.api_token]
+    command = locust_command(
+        host=args.host,
+        out=out,
+        shape=args.shape,
+        users=args.users,
+        spawn_rate=args.spawn_rate,
+        run_time=args.run_time,
+        seed=args.seed,
+        api_token=args.api_token,
+    )
     started = time.monotonic()
     try:
         result = subprocess.run(command, cwd=REPO, timeout=args.timeout_s, check=False)

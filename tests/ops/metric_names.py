@@ -38,6 +38,15 @@ def _strings(node: Any) -> list[str]:
     return []
 
 
+def expressions(path: Path) -> list[str]:
+    """PromQL of an alert-rules file (`expr`) or a dashboard (panel targets)."""
+    if path.suffix in {".yml", ".yaml"}:
+        groups = yaml.safe_load(path.read_text())["groups"]
+        return [rule["expr"] for group in groups for rule in group["rules"]]
+    panels = json.loads(path.read_text())["panels"]
+    return [target["expr"] for panel in panels for target in panel.get("targets", [])]
+
+
 def recorded_names() -> set[str]:
     """Names produced by recording rules (they are not exported by the service)."""
     groups = yaml.safe_load(ALERTS.read_text())["groups"]
