@@ -193,10 +193,11 @@ class OnnxRuntime:
 
     def warmup(self, batch_size: int) -> None:
         """Run every sequence-length bucket once so the first requests find their allocations made."""
-        for length in sequence_buckets(self.max_length):
-            ids = np.full((batch_size, length), 1000, dtype=np.int64)
-            ids[:, 0] = 101
-            ids[:, -1] = 102
+        # Real token ids (a truncated encoding keeps its special tokens), so any vocabulary size works.
+        full = self.tokenizer.encode(" ".join(["warm up the model"] * self.max_length)).ids
+        for length in sequence_buckets(min(self.max_length, len(full))):
+            row = full[: length - 1] + full[-1:]
+            ids = np.tile(np.asarray(row, dtype=np.int64), (batch_size, 1))
             mask = np.ones_like(ids)
             out = self._run_arrays(ids, mask, np.zeros_like(ids) if self.use_type_ids else None)
             self._check_output(out, batch_size)

@@ -105,7 +105,7 @@ class ModelStore:
             ) from exc
         if manifest.schema_version != SCHEMA_VERSION:
             raise ModelLoadError(
-                f"{name}/{version}: manifest schema_version {manifest.schema_version}, expected {SCHEMA_VERSION}",
+                f"{name}/{version}: schema_version {manifest.schema_version}, expected {SCHEMA_VERSION}",
                 "manifest",
             )
         if manifest.name != name or manifest.version != version:

@@ -1,0 +1,67 @@
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from pydantic import ValidationError
+
+from app.settings import Settings, cpu_quota_cores, get_settings, parse_pins
+
+
+def test_every_setting_comes_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("INFERENCE_MODEL_STORE", "/srv/store")
+    monkeypatch.setenv("INFERENCE_PINNED_VERSIONS", "review-sentiment=2, product-embedder=1")
+    monkeypatch.setenv("INFERENCE_BATCHING", "false")
+    monkeypatch.setenv("INFERENCE_SESSIONS_PER_MODEL", "3")
+    monkeypatch.setenv("INFERENCE_API_TOKEN", "x" * 20)
+    s = get_settings()
+    assert s.model_store == Path("/srv/store")
+    assert s.pinned_versions == {"review-sentiment": "2", "product-embedder": "1"}
+    assert s.batching is False
+    assert s.sessions_per_model == 3
+    assert s.api_token is not None and s.api_token.get_secret_value() == "x" * 20
+    assert "x" * 20 not in repr(s)
+
+
+def test_nothing_is_read_at_import_time(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("INFERENCE_QUEUE_CAPACITY", "7")
+    assert get_settings().queue_capacity == 7
+    monkeypatch.setenv("INFERENCE_QUEUE_CAPACITY", "9")
+    assert get_settings().queue_capacity == 9
+
+
+def test_every_setting_documents_its_reason() -> None:
+    for name, field in Settings.model_fields.items():
+        assert field.description and len(field.description) > 15, name
+
+
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        ({"max_batch_tokens": 64, "max_sequence_length": 128}, "max_batch_tokens"),
+        ({"sub_batch_size": 8, "max_batch_size": 4}, "sub_batch_size"),
+        ({"api_token": "short"}, "api_token"),
+        ({"queue_capacity": 0}, "queue_capacity"),
+        ({"provider": "tpu"}, "provider"),
+    ],
+)
+def test_contradictory_or_unsafe_settings_are_refused(overrides: dict[str, object], message: str) -> None:
+    with pytest.raises(ValidationError, match=message):
+        Settings(**overrides)  # type: ignore[arg-type]
+
+
+def test_unknown_setting_is_refused() -> None:
+    with pytest.raises(ValidationError):
+        Settings(max_batchsize=3)  # type: ignore[call-arg]
+
+
+@pytest.mark.parametrize("bad", ["review-sentiment", "a=0", "a=x", "a=1,a=2", "=3"])
+def test_bad_pins_are_refused(bad: str) -> None:
+    with pytest.raises(ValueError, match="pin"):
+        parse_pins(bad)
+
+
+def test_sessions_default_to_the_cpu_quota() -> None:
+    cores = cpu_quota_cores()
+    assert cores > 0
+    assert Settings().sessions_per_model == max(1, int(cores + 0.5))
