@@ -17,7 +17,8 @@ def test_least_recently_used_entry_is_evicted() -> None:
     assert cache.get(a) is not None  # a is now the most recent
     cache.put(c, _entry(3))
     assert cache.get(b) is None
-    assert cache.get(a) is not None and cache.get(c) is not None
+    assert cache.get(a) is not None
+    assert cache.get(c) is not None
     assert len(cache) == 2
 
 

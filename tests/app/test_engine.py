@@ -101,7 +101,9 @@ def test_queue_capacity_is_counted_in_texts(sentiment_runtimes: list[OnnxRuntime
     asyncio.run(scenario())
 
 
-def test_expired_and_cancelled_work_is_dropped_before_inference(sentiment_runtimes: list[OnnxRuntime]) -> None:
+def test_expired_and_cancelled_work_is_dropped_before_inference(
+    sentiment_runtimes: list[OnnxRuntime],
+) -> None:
     engine, metrics = make_engine(sentiment_runtimes)
 
     async def scenario() -> None:
@@ -120,7 +122,9 @@ def test_expired_and_cancelled_work_is_dropped_before_inference(sentiment_runtim
     assert sample_sum(metrics, "inference_batch_size_sum") == 1  # only "d" reached the model
 
 
-def test_waiting_past_the_deadline_gives_504_and_drops_the_work(sentiment_runtimes: list[OnnxRuntime]) -> None:
+def test_waiting_past_the_deadline_gives_504_and_drops_the_work(
+    sentiment_runtimes: list[OnnxRuntime],
+) -> None:
     engine, metrics = make_engine(sentiment_runtimes)
 
     async def scenario() -> None:

@@ -25,7 +25,9 @@ def _imported_roots(path: Path) -> set[str]:
     return roots
 
 
-@pytest.mark.parametrize("module", ["engine.py", "runtime.py", "store.py", "registry.py", "service.py", "cache.py"])
+@pytest.mark.parametrize(
+    "module", ["engine.py", "runtime.py", "store.py", "registry.py", "service.py", "cache.py"]
+)
 def test_core_modules_import_no_web_framework(module: str) -> None:
     assert not _imported_roots(APP / module) & set(WEB)
 
@@ -40,6 +42,8 @@ def test_importing_engine_and_runtime_loads_no_web_framework() -> None:
         "import json, sys; import app.engine, app.runtime, app.registry, app.service; "
         "print(json.dumps(sorted({m.split('.')[0] for m in sys.modules})))"
     )
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=APP.parent)
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=APP.parent
+    )
     loaded = set(json.loads(out.stdout))
     assert not loaded & set(WEB + HEAVY), loaded & set(WEB + HEAVY)

@@ -21,7 +21,8 @@ def test_sentiment_gives_probabilities_per_label(runtimes: dict[str, OnnxRuntime
     rt = runtimes["review-sentiment"]
     tokens = rt.tokenize(["great sound", "broke after a week", LONG])
     probs = rt.run(tokens, [0, 1, 2])
-    assert probs.shape == (3, 2) and probs.dtype == np.float32
+    assert probs.shape == (3, 2)
+    assert probs.dtype == np.float32
     np.testing.assert_allclose(probs.sum(axis=1), 1.0, rtol=1e-5)
     assert tokens.truncated == [False, False, True]
     assert tokens.lengths[2] == rt.max_length
@@ -39,7 +40,8 @@ def test_padding_does_not_change_results(runtimes: dict[str, OnnxRuntime]) -> No
 def test_embeddings_are_unit_length(runtimes: dict[str, OnnxRuntime]) -> None:
     rt = runtimes["product-embedder"]
     emb = rt.run(rt.tokenize(["wireless earbuds", "chef knife"]), [0, 1])
-    assert emb.ndim == 2 and emb.shape[0] == 2
+    assert emb.ndim == 2
+    assert emb.shape[0] == 2
     np.testing.assert_allclose(np.linalg.norm(emb, axis=1), 1.0, rtol=1e-4)
 
 

@@ -45,7 +45,7 @@ def test_verified_version_carries_the_hashed_bytes(tiny_store: Path) -> None:
 
 def test_a_flipped_byte_is_refused(store_copy: Path) -> None:
     flip_byte(store_copy / "product-reranker" / "1" / "model.onnx")
-    with pytest.raises(ModelLoadError, match="sha256 of model.onnx") as info:
+    with pytest.raises(ModelLoadError, match=r"sha256 of model\.onnx") as info:
         ModelStore(store_copy).load_verified("product-reranker", "1")
     assert info.value.reason == "checksum"
 
@@ -57,7 +57,7 @@ def test_missing_or_unlisted_files_are_refused(store_copy: Path) -> None:
         ModelStore(store_copy).load_verified("product-embedder", "1")
     (folder / "extra.bin").unlink()
     (folder / "tokenizer.json").unlink()
-    with pytest.raises(ModelLoadError, match="missing file tokenizer.json"):
+    with pytest.raises(ModelLoadError, match=r"missing file tokenizer\.json"):
         ModelStore(store_copy).load_verified("product-embedder", "1")
 
 
