@@ -141,6 +141,11 @@ http {{
     # Request bodies stay in memory (no temp files), up to the service's own body limit.
     client_max_body_size 2m;
     client_body_buffer_size 2m;
+    # No keep-alive towards the load generator: the tests reload nginx to change upstreams (their stand-in
+    # for endpoint updates), and a reload closes idle client connections, racing a client that is just
+    # reusing one. That race is between the client and this proxy, not the service under test. Keep-alive
+    # towards the servers stays on: closing those is the servers' part of draining.
+    keepalive_timeout 0;
 
     upstream inference {{
 {servers}
