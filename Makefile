@@ -28,10 +28,10 @@ run: store
 
 test: venv
 	bash scripts/install-test-tools.sh
-	.venv/bin/ruff check app conversion tests loadtest
+	.venv/bin/ruff check app conversion bench tests loadtest
 	.venv/bin/mypy
 	.venv/bin/pytest
 
 lint: venv
-	.venv/bin/ruff check app conversion tests loadtest
+	.venv/bin/ruff check app conversion bench tests loadtest
 	.venv/bin/mypy

@@ -1,0 +1,266 @@
+"""A closed-loop HTTP/1.1 load generator on raw asyncio streams (keep-alive, one connection per client).
+
+Each of `concurrency` clients sends a request, waits for the whole response, checks it and sends the next:
+the offered load follows the server. Requests that complete inside the measured window (after a warm-up)
+count. Bodies are serialized once up front and responses are parsed minimally, so that the client spends
+little CPU on the 2 cores it shares with the server; its own CPU time is measured and reported.
+
+`python -m bench.loadgen --url http://127.0.0.1:8000 --endpoint sentiment --concurrency 32`
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import time
+from collections import Counter
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+from typing import Any
+from urllib.parse import urlsplit
+
+from bench.payloads import ENDPOINTS, PATHS, Endpoint, Payload
+from bench.procstat import cpu_seconds
+from bench.stats import CellStats, summarize
+
+
+class ResponseError(Exception):
+    """The server answered something a storefront could not use."""
+
+
+@dataclass
+class LoadResult:
+    stats: CellStats
+    client_cpu_s: float
+    statuses: dict[str, int] = field(default_factory=dict)
+    server_cpu_s: float | None = None
+
+    @property
+    def server_cpu_pct(self) -> float | None:
+        if self.server_cpu_s is None or not self.stats.duration_s:
+            return None
+        return 100.0 * self.server_cpu_s / self.stats.duration_s
+
+    @property
+    def client_cpu_pct(self) -> float:
+        return 100.0 * self.client_cpu_s / self.stats.duration_s if self.stats.duration_s else 0.0
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            **asdict(self.stats),
+            "requests_per_s": self.stats.requests_per_s,
+            "texts_per_s": self.stats.texts_per_s,
+            "client_cpu_s": self.client_cpu_s,
+            "client_cpu_pct": self.client_cpu_pct,
+            "server_cpu_s": self.server_cpu_s,
+            "server_cpu_pct": self.server_cpu_pct,
+            "statuses": self.statuses,
+        }
+
+
+def request_bytes(host: str, port: int, path: str, body: bytes) -> bytes:
+    head = (
+        f"POST {path} HTTP/1.1\r\nHost: {host}:{port}\r\nContent-Type: application/json\r\n"
+        f"Content-Length: {len(body)}\r\n\r\n"
+    )
+    return head.encode() + body
+
+
+async def read_response(reader: asyncio.StreamReader) -> tuple[int, bytes]:
+    head = await reader.readuntil(b"\r\n\r\n")
+    lines = head.split(b"\r\n")
+    status = int(lines[0].split(b" ", 2)[1])
+    length: int | None = None
+    chunked = False
+    for line in lines[1:]:
+        name, _, value = line.partition(b":")
+        name = name.strip().lower()
+        if name == b"content-length":
+            length = int(value)
+        elif name == b"transfer-encoding" and b"chunked" in value.lower():
+            chunked = True
+    if chunked:
+        parts = []
+        while True:
+            size = int((await reader.readuntil(b"\r\n")).split(b";")[0], 16)
+            if size == 0:
+                await reader.readuntil(b"\r\n")
+                break
+            parts.append(await reader.readexactly(size))
+            await reader.readexactly(2)
+        return status, b"".join(parts)
+    return status, await reader.readexactly(length or 0)
+
+
+def check_body(endpoint: Endpoint, body: bytes) -> None:
+    """A 200 must carry results a page could render; raises ResponseError otherwise."""
+    try:
+        data = json.loads(body)
+    except ValueError as exc:
+        raise ResponseError("response is not JSON") from exc
+    results = data.get("results") if isinstance(data, dict) else None
+    if not isinstance(results, list) or not results:
+        raise ResponseError("response has no results")
+    first = results[0]
+    key = "label" if endpoint == "sentiment" else "score"
+    if not isinstance(first, dict) or key not in first:
+        raise ResponseError(f"result has no {key!r}")
+
+
+class _Window:
+    def __init__(self, start: float, end: float) -> None:
+        self.start, self.end = start, end
+        self.latencies: list[float] = []
+        self.texts = 0
+        self.statuses: Counter[str] = Counter()
+
+    def record(self, sent: float, done: float, status: str, texts: int) -> None:
+        if not self.start <= done <= self.end:
+            return
+        self.statuses[status] += 1
+        if status == "200":
+            self.latencies.append(done - sent)
+            self.texts += texts
+
+
+async def _client(
+    index: int,
+    host: str,
+    port: int,
+    endpoint: Endpoint,
+    requests: Sequence[tuple[bytes, int]],
+    window: _Window,
+    timeout_s: float,
+    stride: int,
+) -> None:
+    reader: asyncio.StreamReader | None = None
+    writer: asyncio.StreamWriter | None = None
+    i = index
+    try:
+        while time.perf_counter() < window.end:
+            data, texts = requests[i % len(requests)]
+            i += stride
+            sent = time.perf_counter()
+            try:
+                if writer is None or reader is None:
+                    reader, writer = await asyncio.open_connection(host, port)
+                writer.write(data)
+                status, body = await asyncio.wait_for(read_response(reader), timeout_s)
+                label = str(status)
+                if status == 200:
+                    check_body(endpoint, body)
+            except ResponseError:
+                label = "bad-body"
+            except (
+                OSError,
+                asyncio.IncompleteReadError,
+                asyncio.LimitOverrunError,
+                TimeoutError,
+                ValueError,
+            ):
+                label = "connection"
+                if writer is not None:
+                    writer.close()
+                reader = writer = None
+            window.record(sent, time.perf_counter(), label, texts)
+            if label == "429":
+                await asyncio.sleep(0.01)  # overloaded: do not spin on rejections
+    finally:
+        if writer is not None:
+            writer.close()
+
+
+async def run_load(
+    url: str,
+    payloads: Sequence[Payload],
+    *,
+    concurrency: int,
+    duration_s: float,
+    warmup_s: float,
+    timeout_s: float = 30.0,
+    server_pid: int | None = None,
+) -> LoadResult:
+    """Closed loop with `concurrency` clients for warmup + duration; only the duration is measured.
+
+    With `server_pid`, the server's CPU seconds inside the same window are measured too.
+    """
+    if not payloads:
+        raise ValueError("no payloads")
+    if concurrency < 1 or duration_s <= 0 or warmup_s < 0:
+        raise ValueError("concurrency >= 1, duration > 0 and warmup >= 0 are required")
+    parts = urlsplit(url)
+    host, port = parts.hostname or "127.0.0.1", parts.port or 80
+    endpoint = payloads[0].endpoint
+    requests = [(request_bytes(host, port, PATHS[p.endpoint], p.body), p.texts) for p in payloads]
+    now = time.perf_counter()
+    window = _Window(now + warmup_s, now + warmup_s + duration_s)
+    cpu_at_start: float | None = None
+    server_at_start: float | None = None
+
+    async def mark_cpu() -> None:
+        nonlocal cpu_at_start, server_at_start
+        await asyncio.sleep(warmup_s)
+        cpu_at_start = time.process_time()
+        server_at_start = cpu_seconds(server_pid) if server_pid else None
+
+    marker = asyncio.ensure_future(mark_cpu())
+    tasks = [
+        asyncio.ensure_future(_client(i, host, port, endpoint, requests, window, timeout_s, concurrency))
+        for i in range(concurrency)
+    ]
+    await asyncio.sleep(max(0.0, window.end - time.perf_counter()))
+    client_cpu = time.process_time() - (cpu_at_start if cpu_at_start is not None else time.process_time())
+    server_cpu = (
+        cpu_seconds(server_pid) - server_at_start if server_pid and server_at_start is not None else None
+    )
+    await marker
+    # in-flight requests end on their own; their completion lies after the window and is not counted
+    done, pending = await asyncio.wait(tasks, timeout=timeout_s)
+    for task in pending:
+        task.cancel()
+    for task in done:
+        task.result()
+    stats = summarize(
+        window.latencies,
+        window.texts,
+        sum(n for status, n in window.statuses.items() if status != "200"),
+        duration_s,
+    )
+    return LoadResult(stats, client_cpu, dict(window.statuses), server_cpu)
+
+
+def use_uvloop() -> None:
+    try:
+        import uvloop
+    except ImportError:
+        return
+    asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
+
+
+def main() -> None:
+    from bench.paths import DATA_ROOT, movielens_dir
+    from bench.payloads import build_payloads
+
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--url", default="http://127.0.0.1:8000")
+    parser.add_argument("--endpoint", choices=ENDPOINTS, default="sentiment")
+    parser.add_argument("--concurrency", type=int, default=32)
+    parser.add_argument("--duration", type=float, default=10.0)
+    parser.add_argument("--warmup", type=float, default=2.0)
+    parser.add_argument("--payloads", type=int, default=2000)
+    args = parser.parse_args()
+    payloads = build_payloads(DATA_ROOT, movielens_dir(), args.endpoint, args.payloads)
+    use_uvloop()
+    result = asyncio.run(
+        run_load(
+            args.url, payloads, concurrency=args.concurrency, duration_s=args.duration, warmup_s=args.warmup
+        )
+    )
+    print(json.dumps({"endpoint": args.endpoint, "concurrency": args.concurrency, **result.as_dict()}))
+
+
+if __name__ == "__main__":
+    main()

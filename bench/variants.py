@@ -1,0 +1,197 @@
+"""Which servers the serving benchmark compares, read from the model store's manifests.
+
+Rows: the PyTorch baseline; then the service with the fp32 ONNX, the int8 and the best pruned/distilled
+int8 sentiment artifact, each with batching on and off. A variant whose artifact is not in the store is
+skipped with the reason printed (build it with `python -m conversion.cli build <recipe>`).
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+SENTIMENT_MODEL = "review-sentiment"
+EMBEDDER_MODEL = "product-embedder"
+_COMPRESSED_MARKERS = ("prun", "distil", "student", "small")
+
+
+@dataclass(frozen=True)
+class Artifact:
+    name: str
+    version: str
+    task: str
+    precision: str
+    recipe: dict[str, Any]
+    source: str
+    providers: tuple[str, ...]
+    validation_passed: bool | None
+    size_bytes: int | None
+    path: Path
+
+    @property
+    def ref(self) -> str:
+        return f"{self.name}={self.version}"
+
+    @property
+    def compressed(self) -> bool:
+        """Pruned, distilled or layer-dropped (not just quantized): read from its recipe and source."""
+        recipe = self.recipe
+        for key in ("prune", "pruning", "distill", "distillation", "drop_layers", "factorize", "svd"):
+            value = recipe.get(key)
+            if value not in (None, False, {}, [], 0):
+                if isinstance(value, dict) and value.get("method") in ("none", None) and len(value) <= 1:
+                    continue
+                return True
+        text = f"{self.name} {self.source}".lower()
+        return any(marker in text for marker in _COMPRESSED_MARKERS)
+
+    @property
+    def quantize_method(self) -> str:
+        quantize = self.recipe.get("quantize")
+        return str(quantize.get("method", "")) if isinstance(quantize, dict) else ""
+
+
+def read_artifacts(store: Path) -> list[Artifact]:
+    """Every published version (manifest.json present) in the store, oldest first per name."""
+    found: list[Artifact] = []
+    if not store.is_dir():
+        return found
+    for manifest_path in sorted(store.glob("*/*/manifest.json")):
+        if any(part.startswith(".") for part in manifest_path.relative_to(store).parts):
+            continue
+        try:
+            data = json.loads(manifest_path.read_text())
+        except (OSError, ValueError):
+            continue
+        if not isinstance(data, dict) or "name" not in data or "version" not in data:
+            continue
+        validation = data.get("validation")
+        source = data.get("source")
+        recipe = data.get("recipe")
+        found.append(
+            Artifact(
+                name=str(data["name"]),
+                version=str(data["version"]),
+                task=str(data.get("task", "")),
+                precision=str(data.get("precision", "")),
+                recipe=recipe if isinstance(recipe, dict) else {},
+                source=str(source.get("path", "")) if isinstance(source, dict) else str(source or ""),
+                providers=tuple(data.get("execution_providers") or ()),
+                validation_passed=validation.get("passed") if isinstance(validation, dict) else None,
+                size_bytes=data.get("size_bytes"),
+                path=manifest_path.parent,
+            )
+        )
+    return sorted(found, key=lambda a: (a.name, int(a.version) if a.version.isdigit() else 0))
+
+
+def _newest(candidates: list[Artifact]) -> Artifact | None:
+    return candidates[-1] if candidates else None
+
+
+def _cpu(a: Artifact) -> bool:
+    return not a.providers or "CPUExecutionProvider" in a.providers
+
+
+def pick_sentiment(artifacts: list[Artifact]) -> dict[str, Artifact | None]:
+    """fp32, int8 (dynamic preferred) and pruned/distilled int8 sentiment artifacts for the CPU."""
+    sentiment = [
+        a for a in artifacts if a.task == "sentiment" and _cpu(a) and a.validation_passed is not False
+    ]
+    plain = [a for a in sentiment if not a.compressed]
+    int8 = [a for a in plain if a.precision == "int8"]
+    dynamic = [a for a in int8 if a.quantize_method == "dynamic"]
+    pruned = [a for a in sentiment if a.compressed and a.precision == "int8"]
+    return {
+        "fp32": _newest([a for a in plain if a.precision == "fp32"]),
+        "int8": _newest(dynamic) or _newest(int8),
+        "pruned-int8": _best_by_speed(pruned),
+    }
+
+
+def _best_by_speed(candidates: list[Artifact]) -> Artifact | None:
+    """The fastest by its manifest's own benchmark (batch 1, shortest sequence), newest on a tie."""
+
+    def speed(a: Artifact) -> float:
+        try:
+            data = json.loads((a.path / "manifest.json").read_text())
+            rows = data["benchmark"]["results"]
+            small = min(rows, key=lambda r: (r["batch_size"], r["sequence_length"]))
+            return float(small["sequences_per_s"])
+        except (OSError, ValueError, KeyError, TypeError):
+            return 0.0
+
+    if not candidates:
+        return None
+    return max(enumerate(candidates), key=lambda pair: (speed(pair[1]), pair[0]))[1]
+
+
+def pick_embedder(artifacts: list[Artifact], precision: str) -> Artifact | None:
+    embedders = [
+        a for a in artifacts if a.name == EMBEDDER_MODEL and _cpu(a) and a.validation_passed is not False
+    ]
+    return (
+        _newest([a for a in embedders if a.precision == precision])
+        or _newest([a for a in embedders if a.precision == "int8"])
+        or _newest(embedders)
+    )
+
+
+@dataclass(frozen=True)
+class Variant:
+    """One server configuration of the benchmark."""
+
+    key: str
+    label: str
+    baseline: bool = False
+    batching: bool | None = None
+    env: dict[str, str] = field(default_factory=dict)
+    artifacts: tuple[str, ...] = ()
+
+
+def plan_variants(
+    store: Path, *, batching_modes: tuple[bool, ...] = (True, False)
+) -> tuple[list[Variant], list[str]]:
+    """The servers to run, and one line per variant that had to be skipped (with why)."""
+    artifacts = read_artifacts(store)
+    sentiment = pick_sentiment(artifacts)
+    variants = [Variant("baseline", "PyTorch fp32 (FastAPI tutorial)", baseline=True)]
+    skipped: list[str] = []
+    for precision, title in (
+        ("fp32", "ONNX fp32"),
+        ("int8", "ONNX int8"),
+        ("pruned-int8", "pruned/distilled int8"),
+    ):
+        chosen = sentiment[precision]
+        if chosen is None:
+            skipped.append(
+                f"{title}: no CPU {precision} sentiment artifact in {store} "
+                "(build it with the conversion CLI)"
+            )
+            continue
+        embedder = pick_embedder(artifacts, "fp32" if precision == "fp32" else "int8")
+        pins = [chosen.ref] + ([embedder.ref] if embedder else [])
+        env = {
+            "INFERENCE_MODEL_STORE": str(store),
+            "INFERENCE_PINNED_VERSIONS": ",".join(pins),
+            "INFERENCE_SENTIMENT_MODEL": chosen.name,
+        }
+        if embedder is not None:
+            env["INFERENCE_RANKING_MODEL"] = embedder.name
+            env["INFERENCE_RECOMMEND_MODEL"] = embedder.name
+        refs = tuple(pins)
+        for on in batching_modes:
+            key = f"{precision}-{'batch' if on else 'nobatch'}"
+            label = f"{title}, batching {'on' if on else 'off'}"
+            variants.append(
+                Variant(
+                    key,
+                    label,
+                    batching=on,
+                    env={**env, "INFERENCE_BATCHING": "true" if on else "false"},
+                    artifacts=refs,
+                )
+            )
+    return variants, skipped
