@@ -2,7 +2,8 @@
 #
 # Two variants from one file:
 #   docker build --build-context shared=../shared -t storefront-inference:cpu .
-#   docker build --build-context shared=../shared --build-arg VARIANT=gpu -t storefront-inference:gpu .
+#   docker build --build-context shared=../shared --build-arg VARIANT=gpu \
+#       --build-arg EXTRA_RECIPES=review-sentiment.fp16-cuda.yaml -t storefront-inference:gpu .
 # The `shared` build context supplies ../shared/data (the labelled data the default sentiment model is
 # fine-tuned on). Versions already present in model_store/ are copied, not rebuilt.
 
@@ -28,9 +29,15 @@ RUN pip install torch==2.13.0 --index-url "${TORCH_INDEX_URL}" \
     && pip install ".[convert]" \
     && pip install --no-deps recbole==1.2.1
 COPY model_store/ model_store/
+# Recipes (file names in model_store/recipes/) built after the defaults, each as the next version of its
+# model: the GPU image adds the fp16 sentiment model, which k8s/overlays/gpu pins.
+ARG EXTRA_RECIPES=""
 # ../shared relative to the checkout is /build/shared here, as on a developer's machine.
 RUN --mount=type=bind,from=shared,source=data,target=/build/shared/data \
-    python -m conversion.cli build-defaults --store model_store
+    python -m conversion.cli build-defaults --store model_store \
+    && for recipe in ${EXTRA_RECIPES}; do \
+         python -m conversion.cli build --recipe "model_store/recipes/${recipe}" --store model_store; \
+       done
 
 # ---------------------------------------------------------------------------------------------------
 # Runtime bases: the same layout on both, so the final stage does not care which one it got.

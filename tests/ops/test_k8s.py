@@ -163,3 +163,32 @@ def test_overlay_sets_its_provider(overlay: tuple[str, list[Manifest]]) -> None:
     else:
         assert config["INFERENCE_PROVIDER"] == "cpu"
         assert gpu_limit is None
+
+
+def test_settings_are_ones_the_service_accepts(overlay: tuple[str, list[Manifest]]) -> None:
+    """Every ConfigMap key is a field of app.settings.Settings, and together they pass its checks."""
+    from app.settings import Settings
+
+    values = settings(overlay[1])
+    fields = {name.removeprefix("INFERENCE_").lower(): value for name, value in values.items()}
+    assert all(name.startswith("INFERENCE_") for name in values)
+    assert fields.keys() <= Settings.model_fields.keys(), fields.keys() - Settings.model_fields.keys()
+    parsed = Settings.model_validate(fields)
+    assert parsed.drain_timeout_s == float(values["INFERENCE_DRAIN_TIMEOUT_S"])
+
+
+def test_gpu_overlay_pins_an_fp16_recipe() -> None:
+    config = settings(render("gpu"))
+    from app.settings import parse_pins
+
+    pins = parse_pins(config["INFERENCE_PINNED_VERSIONS"])
+    assert pins == {"review-sentiment": "2"}
+    recipe = yaml.safe_load(
+        (REPO / "model_store" / "recipes" / "review-sentiment.fp16-cuda.yaml").read_text()
+    )
+    assert (recipe["name"], recipe["quantize"]["method"], recipe["provider"]) == (
+        "review-sentiment",
+        "fp16",
+        "CUDAExecutionProvider",
+    )
+    assert "review-sentiment.fp16-cuda.yaml" in (REPO / "Dockerfile").read_text()
