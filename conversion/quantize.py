@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import logging
+import re
 import shutil
 import tempfile
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -56,19 +58,36 @@ class TextCalibrationReader(CalibrationDataReader):  # type: ignore[misc]
         self._index = 0
 
 
-def quantize_dynamic_int8(in_path: Path, out_path: Path, *, per_channel: bool) -> Path:
+def matching_nodes(path: Path, patterns: Sequence[str]) -> list[str]:
+    """Names of the graph's nodes that match any of the regular expressions."""
+    if not patterns:
+        return []
+    compiled = [re.compile(p) for p in patterns]
+    model = onnx.load(str(path), load_external_data=False)
+    return [n.name for n in model.graph.node if any(c.search(n.name) for c in compiled)]
+
+
+def quantize_dynamic_int8(
+    in_path: Path, out_path: Path, *, per_channel: bool, exclude: Sequence[str] = ()
+) -> Path:
     quantize_dynamic(
         str(in_path),
         str(out_path),
         weight_type=QuantType.QInt8,
         per_channel=per_channel,
+        nodes_to_exclude=list(exclude),
         extra_options=_EXTRA,
     )
     return out_path
 
 
 def quantize_static_int8(
-    in_path: Path, out_path: Path, reader: TextCalibrationReader, *, per_channel: bool
+    in_path: Path,
+    out_path: Path,
+    reader: TextCalibrationReader,
+    *,
+    per_channel: bool,
+    exclude: Sequence[str] = (),
 ) -> Path:
     with tempfile.TemporaryDirectory(prefix="calib-") as tmp:
         # The calibrator writes augmented models beside the input: keep them out of the work dir.
@@ -83,6 +102,7 @@ def quantize_static_int8(
             activation_type=QuantType.QInt8,
             weight_type=QuantType.QInt8,
             op_types_to_quantize=["MatMul"],
+            nodes_to_exclude=list(exclude),
             calibrate_method=CalibrationMethod.MinMax,
             extra_options={**_EXTRA, "ActivationSymmetric": True, "CalibTensorRangeSymmetric": True},
         )
@@ -99,19 +119,40 @@ def convert_fp16(in_path: Path, out_path: Path) -> Path:
     return out_path
 
 
+@contextmanager
+def _quiet_root_logger() -> Iterator[None]:
+    """onnxruntime.quantization warns through the root logger ("consider pre-processing", ...)."""
+    root = logging.getLogger()
+    level = root.level
+    root.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        root.setLevel(level)
+
+
 def apply_precision(
     config: QuantizeConfig, in_path: Path, out_path: Path, reader: TextCalibrationReader | None = None
 ) -> Path:
-    logging.getLogger("onnxruntime.quantization").setLevel(logging.ERROR)
+    with _quiet_root_logger():
+        return _apply(config, in_path, out_path, reader)
+
+
+def _apply(
+    config: QuantizeConfig, in_path: Path, out_path: Path, reader: TextCalibrationReader | None
+) -> Path:
     if config.method == "none":
         shutil.copyfile(in_path, out_path)
         return out_path
+    exclude = matching_nodes(in_path, config.exclude_nodes)
     if config.method == "dynamic":
-        return quantize_dynamic_int8(in_path, out_path, per_channel=config.per_channel)
+        return quantize_dynamic_int8(in_path, out_path, per_channel=config.per_channel, exclude=exclude)
     if config.method == "static":
         if reader is None:
             raise ValueError("static quantization needs a calibration reader")
-        return quantize_static_int8(in_path, out_path, reader, per_channel=config.per_channel)
+        return quantize_static_int8(
+            in_path, out_path, reader, per_channel=config.per_channel, exclude=exclude
+        )
     return convert_fp16(in_path, out_path)
 
 

@@ -31,6 +31,10 @@ class QuantizeConfig(_Strict):
     per_channel: bool = True
     calibration_dataset: Literal["sst2_train", "uci_imdb"] = "sst2_train"
     calibration_texts: int = Field(default=256, ge=1)
+    exclude_nodes: list[str] = Field(
+        default_factory=list,
+        description="regular expressions over graph node names kept in fp32 (mixed precision)",
+    )
 
     @property
     def precision(self) -> Precision:

