@@ -1,0 +1,161 @@
+"""The pipeline and CLI end to end on tiny models: published versions, and refusals that leave the store as is."""
+
+import json
+import shutil
+from pathlib import Path
+
+import onnx
+import pytest
+import yaml
+
+from conversion.cli import main
+from conversion.hashing import sha256_dir
+from conversion.optimize import op_counts
+from conversion.tiny import tiny_recipe_data
+
+
+def _snapshot(store: Path) -> list[str]:
+    return sorted(p.relative_to(store).as_posix() for p in store.rglob("*"))
+
+
+def _write_recipe(path: Path, data: dict[str, object]) -> Path:
+    path.write_text(yaml.safe_dump(data))
+    return path
+
+
+@pytest.fixture
+def store(tiny_store: Path, tmp_path: Path) -> Path:
+    return Path(shutil.copytree(tiny_store, tmp_path / "store"))
+
+
+def test_manifest_follows_the_store_contract(tiny_store: Path, tiny_checkpoints: dict[str, Path]) -> None:
+    version = tiny_store / "review-sentiment" / "1"
+    m = json.loads((version / "manifest.json").read_text())
+    assert m["schema_version"] == 1
+    assert (m["task"], m["model_kind"], m["precision"]) == ("sentiment", "sequence-classification", "int8")
+    assert (m["pooling"], m["normalize"], m["pooling_in_graph"]) == (None, False, False)
+    assert m["inputs"] == ["input_ids", "attention_mask", "token_type_ids"]
+    assert (m["opset"], m["execution_providers"]) == (17, ["CPUExecutionProvider"])
+    assert m["source"] == {
+        "path": str(tiny_checkpoints["sequence-classification"]),
+        "sha256": sha256_dir(tiny_checkpoints["sequence-classification"]),
+    }
+    assert m["recipe"]["name"] == "review-sentiment"
+    assert {"torch", "transformers", "onnx", "onnxruntime"} <= set(m["tool_versions"])
+    assert m["validation"]["passed"] is True
+    assert m["validation"]["parity"]["export"]["passed"] is True
+    assert m["validation"]["parity"]["optimized"]["max_abs_diff"] < 1e-4
+    assert {x["dataset"] for x in m["validation"]["metrics"]} == {"sst2_validation", "uci_amazon", "uci_yelp"}
+    assert m["optimization"]["fused_ops"]["Attention"] == 2
+    assert [(r["batch_size"], r["sequence_length"]) for r in m["benchmark"]["results"]] == [(1, 16), (4, 16)]
+    assert m["size_bytes"] == (version / "model.onnx").stat().st_size < m["fp32_size_bytes"]
+    assert op_counts(version / "model.onnx").get("MatMulInteger", 0) > 0
+    embedder = json.loads((tiny_store / "product-embedder" / "1" / "manifest.json").read_text())
+    assert (embedder["labels"], embedder["pooling"], embedder["normalize"]) == (None, "mean", True)
+    reranker = json.loads((tiny_store / "product-reranker" / "1" / "manifest.json").read_text())
+    assert (reranker["task"], reranker["outputs"]) == ("ranking", ["logits"])
+    graph = onnx.load(str(tiny_store / "product-reranker" / "1" / "model.onnx"))
+    assert graph.graph.output[0].type.tensor_type.shape.dim[1].dim_value == 1
+
+
+def test_build_publishes_the_next_version(
+    store: Path, tiny_checkpoints: dict[str, Path], tmp_path: Path
+) -> None:
+    data = tiny_recipe_data("sequence-classification", tiny_checkpoints["sequence-classification"])
+    data["quantize"] = {"method": "none"}
+    assert (
+        main(["build", "--recipe", str(_write_recipe(tmp_path / "r.yaml", data)), "--store", str(store)]) == 0
+    )
+    manifest = json.loads((store / "review-sentiment" / "2" / "manifest.json").read_text())
+    assert (manifest["version"], manifest["precision"]) == ("2", "fp32")
+
+
+@pytest.mark.parametrize("breakage", ["pickle", "truncated", "remote-code"])
+def test_unsafe_or_broken_checkpoints_leave_the_store_untouched(
+    store: Path,
+    tiny_checkpoints: dict[str, Path],
+    tmp_path: Path,
+    breakage: str,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    checkpoint = Path(shutil.copytree(tiny_checkpoints["sequence-classification"], tmp_path / "ckpt"))
+    if breakage == "pickle":
+        (checkpoint / "pytorch_model.bin").write_bytes(b"\x80\x04")
+    elif breakage == "truncated":
+        weights = checkpoint / "model.safetensors"
+        weights.write_bytes(weights.read_bytes()[:-64])
+    else:
+        config = json.loads((checkpoint / "config.json").read_text())
+        (checkpoint / "config.json").write_text(json.dumps({**config, "auto_map": {"AutoModel": "x.Y"}}))
+    before = _snapshot(store)
+    recipe = _write_recipe(tmp_path / "r.yaml", tiny_recipe_data("sequence-classification", checkpoint))
+    assert main(["build", "--recipe", str(recipe), "--store", str(store)]) == 1
+    err = capsys.readouterr().err
+    assert "error:" in err
+    expected = {"pickle": "pytorch_model.bin", "truncated": "model.safetensors", "remote-code": "remote code"}
+    assert expected[breakage] in err
+    assert _snapshot(store) == before
+
+
+def test_recipe_past_its_budget_is_refused_with_the_numbers(
+    store: Path, tiny_checkpoints: dict[str, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    data = tiny_recipe_data("bi-encoder", tiny_checkpoints["bi-encoder"])
+    data["quantize"] = {"method": "dynamic", "per_channel": False}
+    data["validation"]["ranking"]["min_cosine_budget"] = 1.0  # type: ignore[index]
+    before = _snapshot(store)
+    assert (
+        main(["build", "--recipe", str(_write_recipe(tmp_path / "r.yaml", data)), "--store", str(store)]) == 1
+    )
+    err = capsys.readouterr().err
+    assert "past its budget on wands+pool cosine_mean" in err
+    assert "nothing was published" in err
+    assert "ndcg@10_vs_source" in err  # the whole table is printed
+    assert _snapshot(store) == before
+
+
+def test_list_validate_and_bench_on_published_versions(
+    store: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(["list", "--store", str(store)]) == 0
+    out = capsys.readouterr().out
+    assert all(name in out for name in ("review-sentiment", "product-embedder", "product-reranker"))
+    assert main(["validate", "review-sentiment", "--store", str(store)]) == 0
+    out = capsys.readouterr().out
+    assert "uci_amazon" in out
+    assert "PASSED" in out
+    assert (
+        main(
+            [
+                "bench",
+                "product-embedder",
+                "--store",
+                str(store),
+                "--batch-sizes",
+                "2",
+                "--sequence-lengths",
+                "8",
+                "--repeats",
+                "2",
+            ]
+        )
+        == 0
+    )
+    assert "speedup" in capsys.readouterr().out
+
+
+def test_validate_refuses_a_tampered_version(store: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    model = store / "review-sentiment" / "1" / "model.onnx"
+    model.write_bytes(model.read_bytes()[:-10])
+    assert main(["validate", "review-sentiment", "--version", "1", "--store", str(store)]) == 1
+    assert "sha256 does not match" in capsys.readouterr().err
+
+
+def test_build_defaults_skips_models_that_exist(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    store = tmp_path / "store"
+    for name in ("product-embedder", "review-sentiment"):
+        (store / name / "1").mkdir(parents=True)
+    assert main(["build-defaults", "--store", str(store)]) == 0
+    out = capsys.readouterr().out
+    assert "product-embedder: version 1 exists" in out
+    assert "review-sentiment: version 1 exists" in out
