@@ -29,6 +29,10 @@ from app.settings import Settings, get_settings
 
 log = logging.getLogger("app.main")
 
+# Once nothing is in flight, keep answering 503 until callers have been quiet this long, so that the
+# listener does not close under a caller that is about to send on a kept-alive connection.
+DRAIN_QUIET_S = 0.5
+
 DESCRIPTION = """Ranking, recommendation and review sentiment over compressed transformer models
 (ONNX Runtime).
 Every answer names the model and version that produced it; errors are `{"error": {"type", "message"}}`."""
@@ -36,7 +40,7 @@ Every answer names the model and version that produced it; errors are `{"error":
 
 async def _drain_then_exit(service: Service, timeout: float, forward: Callable[[], None]) -> None:
     log.info("SIGTERM: draining (at most %.1fs)", timeout)
-    if not await service.wait_idle(timeout):
+    if not await service.wait_idle(timeout, quiet_s=min(DRAIN_QUIET_S, timeout / 4)):
         dropped = 0
         for engine in service.registry.engines():
             dropped += engine.abort_queued(Draining("drain timeout passed; the server is shutting down"))

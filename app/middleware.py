@@ -64,7 +64,7 @@ class RequestContextMiddleware:
         in_flight = self.metrics.in_flight.labels(endpoint=endpoint)
         in_flight.inc()
         if counts:
-            self.service.active_requests += 1
+            self.service.request_started()
 
         async def send_with_headers(message: Message) -> None:
             nonlocal status
@@ -81,7 +81,7 @@ class RequestContextMiddleware:
             elapsed = time.monotonic() - started
             in_flight.dec()
             if counts:
-                self.service.active_requests -= 1
+                self.service.request_finished()
             self.metrics.request_duration.labels(
                 endpoint=endpoint,
                 model=state.get("model", "none"),

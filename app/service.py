@@ -72,6 +72,7 @@ class Service:
         self.started = False
         self.draining = False
         self.active_requests = 0
+        self.last_request_at = 0.0
 
     # --- lifecycle ----------------------------------------------------------------------------------
     async def start(self) -> None:
@@ -103,12 +104,25 @@ class Service:
             ]
         return (not problems, problems)
 
-    def is_idle(self) -> bool:
-        return self.active_requests == 0 and all(e.idle for e in self.registry.engines())
+    def request_started(self) -> None:
+        self.active_requests += 1
+        self.last_request_at = time.monotonic()
 
-    async def wait_idle(self, timeout: float) -> bool:
+    def request_finished(self) -> None:
+        self.active_requests -= 1
+
+    def is_idle(self, quiet_s: float = 0.0) -> bool:
+        return (
+            self.active_requests == 0
+            and time.monotonic() - self.last_request_at >= quiet_s
+            and all(e.idle for e in self.registry.engines())
+        )
+
+    async def wait_idle(self, timeout: float, quiet_s: float = 0.0) -> bool:
+        """Wait until no request is in flight, no work is queued, and no request came for `quiet_s`
+        (callers still sending get 503s; closing the listener under them would break their connections)."""
         end = time.monotonic() + timeout
-        while not self.is_idle():
+        while not self.is_idle(quiet_s):
             if time.monotonic() >= end:
                 return False
             await asyncio.sleep(0.02)

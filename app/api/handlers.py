@@ -16,7 +16,7 @@ from app.middleware import endpoint_label
 
 log = logging.getLogger("app.errors")
 
-_HTTP_TYPES = {401: "unauthorized", 404: "not_found", 405: "method_not_allowed", 400: "bad_request"}
+_HTTP_TYPES = {401: "unauthorized", 404: "not_found", 405: "method_not_allowed"}
 
 
 def _metrics(request: Request) -> Metrics:
@@ -71,6 +71,11 @@ async def validation_error(request: Request, exc: Exception) -> Response:
 
 async def http_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, StarletteHTTPException)
+    if exc.status_code == 400:  # FastAPI's answer to a body it cannot decode: malformed JSON is a 422 here
+        _metrics(request).rejected.labels(
+            endpoint=endpoint_label(request.url.path), reason="invalid_request"
+        ).inc()
+        return error_response(422, "invalid_request", f"body: {exc.detail}")
     error_type = _HTTP_TYPES.get(exc.status_code, "http_error")
     return error_response(exc.status_code, error_type, str(exc.detail), dict(exc.headers or {}))
 

@@ -60,9 +60,9 @@ class Server:
             raise
 
 
-def metric_value(samples: dict[str, list[tuple[dict[str, str], float]]], name: str, **labels: str) -> float:
-    """Sum of the samples of `name` whose labels include `labels`."""
-    return sum(v for lab, v in samples.get(name, []) if all(lab.get(k) == x for k, x in labels.items()))
+def metric_value(samples: dict[str, list[tuple[dict[str, str], float]]], metric: str, **labels: str) -> float:
+    """Sum of the samples of `metric` whose labels include `labels`."""
+    return sum(v for lab, v in samples.get(metric, []) if all(lab.get(k) == x for k, x in labels.items()))
 
 
 @contextlib.contextmanager
