@@ -88,7 +88,9 @@ class RequestContextMiddleware:
                 version=state.get("version", "none"),
                 status=str(status),
             ).observe(elapsed)
-            if endpoint not in ("/metrics", "/livez", "/readyz") or status >= 400:
+            if status >= 400:
+                log.warning("%s %s %d %.1fms", scope["method"], path, status, elapsed * 1000)
+            elif endpoint not in ("/metrics", "/livez", "/readyz"):
                 log.info("%s %s %d %.1fms", scope["method"], path, status, elapsed * 1000)
             request_id_var.reset(token)
 

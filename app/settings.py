@@ -216,7 +216,9 @@ class Settings(BaseSettings):
 
     # --- logging ------------------------------------------------------------------------------------
     log_level: Literal["debug", "info", "warning", "error"] = Field(
-        default="info", description="Log level of `app`."
+        default="info",
+        description="Level of the service's own logs: `info` writes one line per /v1 request with its "
+        "request id; `warning` keeps only refusals and failures (cheaper under heavy load).",
     )
     log_payloads: bool = Field(
         default=False,
