@@ -20,6 +20,7 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any, TextIO
 
+from conversion.compress import compress, wants_compression
 from conversion.errors import ValidationGateError
 from conversion.kinds import TASK_OF_KIND
 from conversion.recipe import Recipe
@@ -114,7 +115,7 @@ def prepare(
     from conversion.quantize import TextCalibrationReader, apply_precision
     from conversion.validate import format_table, validate_artifact
 
-    progress = progress or Progress()
+    progress = progress or Progress(total=len(STEPS) + int(wants_compression(recipe)))
     source_path = recipe.source_path(base_dir)
     timings: dict[str, float] = {}
     work_dir.mkdir(parents=True, exist_ok=True)
@@ -123,14 +124,22 @@ def prepare(
     with progress.step("load", str(source_path)):
         loaded = load_checkpoint(source_path, recipe.kind, recipe.labels)
     timings["load"] = time.perf_counter() - t
-    config = loaded.config
-    pruned = bool(config.get("pruned_heads"))
+    # `loaded` (the source) is the reference of the gate and the benchmark; `model` is what gets exported.
+    model = loaded
+    compression: dict[str, Any] | None = None
+    if wants_compression(recipe):
+        t = time.perf_counter()
+        with progress.step("compress", "prune/factorize + recovery distillation"):
+            model, compression = compress(loaded, recipe)
+        timings["compress"] = time.perf_counter() - t
+    config = model.config
+    pruned = bool(config.get("pruned_heads")) or bool(config.get("factorized"))
 
     fp32_path = work_dir / "model.fp32.onnx"
     t = time.perf_counter()
     with progress.step("export", f"opset {recipe.opset}, dynamo=False"):
         export_onnx(
-            loaded.module, fp32_path, opset=recipe.opset, vocab_size=int(config.get("vocab_size", 100))
+            model.module, fp32_path, opset=recipe.opset, vocab_size=int(config.get("vocab_size", 100))
         )
     timings["export"] = time.perf_counter() - t
 
@@ -139,7 +148,7 @@ def prepare(
     t = time.perf_counter()
     with progress.step("parity", f"{len(texts)} texts, atol {recipe.parity.atol:g}"):
         parity["export"] = check_parity(
-            loaded,
+            model,
             fp32_path,
             texts,
             max_length=recipe.max_sequence_length,
@@ -161,7 +170,7 @@ def prepare(
             fused = optimize_onnx(fp32_path, graph, num_heads=heads, hidden_size=hidden)
             optimization = {"applied": True, "fused_ops": fused}
             parity["optimized"] = check_parity(
-                loaded,
+                model,
                 graph,
                 texts,
                 max_length=recipe.max_sequence_length,
@@ -179,14 +188,14 @@ def prepare(
 
             calib = calibration_texts(recipe.quantize.calibration_dataset, recipe.quantize.calibration_texts)
             reader = TextCalibrationReader(
-                loaded.tokenizer,
+                model.tokenizer,
                 calib,
                 max_length=recipe.max_sequence_length,
-                input_names=loaded.module.input_names,
+                input_names=model.module.input_names,
             )
         apply_precision(recipe.quantize, graph, artifact, reader)
         parity["artifact"] = check_parity(
-            loaded,
+            model,
             artifact,
             texts,
             max_length=recipe.max_sequence_length,
@@ -233,7 +242,7 @@ def prepare(
                 artifact,
                 recipe.benchmark,
                 provider=recipe.provider,
-                input_names=loaded.module.input_names,
+                input_names=model.module.input_names,
                 vocab_size=int(config.get("vocab_size", 100)),
                 source_module=loaded.module,
             )
@@ -264,6 +273,7 @@ def prepare(
         "recipe": recipe.model_dump(mode="json"),
         "source": {"path": str(source_path), "sha256": loaded.sha256},
         "tool_versions": tool_versions(),
+        "compression": compression,
         "optimization": optimization,
         "validation": validation,
         "benchmark": benchmark,
@@ -288,7 +298,7 @@ def publish_result(result: BuildResult, store_root: Path, progress: Progress | N
 
 def build(recipe: Recipe, store_root: Path, *, base_dir: Path | None = None, quiet: bool = False) -> Path:
     """Builds, validates, benchmarks and publishes `recipe`; returns the new version's folder."""
-    progress = Progress(enabled=not quiet)
+    progress = Progress(total=len(STEPS) + int(wants_compression(recipe)), enabled=not quiet)
     with tempfile.TemporaryDirectory(prefix=f"build-{recipe.name}-") as tmp:
         result = prepare(recipe, Path(tmp), base_dir=base_dir, progress=progress)
         return publish_result(result, store_root, progress)

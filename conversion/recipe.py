@@ -9,8 +9,11 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from conversion.distill import DistillConfig
 from conversion.errors import RecipeError
+from conversion.factorize import FactorizeConfig
 from conversion.kinds import ModelKind, Precision
+from conversion.prune import PruneConfig
 
 PACKAGE_PREFIX = "package:"
 Provider = Literal["CPUExecutionProvider", "CUDAExecutionProvider"]
@@ -106,6 +109,11 @@ class Recipe(_Strict):
     optimize: bool = True
     provider: Provider = "CPUExecutionProvider"
     opset: int = Field(default=17, ge=14)
+    prune: PruneConfig | None = None
+    factorize: FactorizeConfig | None = None
+    distill: DistillConfig | None = Field(
+        default=None, description="recovery distillation from the uncompressed source (after prune/factorize)"
+    )
     parity: ParityConfig = Field(default_factory=ParityConfig)
     quantize: QuantizeConfig = Field(default_factory=QuantizeConfig)
     validation: ValidationConfig = Field(default_factory=ValidationConfig)
@@ -115,6 +123,8 @@ class Recipe(_Strict):
     def _consistent(self) -> Recipe:
         if self.kind != "sequence-classification" and self.labels is not None:
             raise ValueError(f"labels are only for sequence-classification, not {self.kind}")
+        if self.distill is not None and self.prune is None and self.factorize is None:
+            raise ValueError("distill here recovers a pruned or factorized model; add prune or factorize")
         if self.quantize.method == "fp16" and self.provider != "CUDAExecutionProvider":
             raise ValueError("fp16 artifacts are for CUDAExecutionProvider; set provider accordingly")
         return self

@@ -1,4 +1,4 @@
-"""The pipeline and CLI end to end on tiny models: published versions, and refusals that leave the store as is."""
+"""Pipeline and CLI end to end on tiny models: published versions; refusals leave the store as it was."""
 
 import json
 import shutil
@@ -159,3 +159,28 @@ def test_build_defaults_skips_models_that_exist(tmp_path: Path, capsys: pytest.C
     out = capsys.readouterr().out
     assert "product-embedder: version 1 exists" in out
     assert "review-sentiment: version 1 exists" in out
+
+
+def test_pruned_and_distilled_build_exports_a_smaller_graph(
+    tiny_checkpoints: dict[str, Path], tmp_path: Path
+) -> None:
+    from conversion.pipeline import build
+    from conversion.recipe import parse_recipe
+
+    data = tiny_recipe_data("sequence-classification", tiny_checkpoints["sequence-classification"])
+    data["quantize"] = {"method": "none"}
+    data["prune"] = {"heads_keep_fraction": 0.5, "ffn_keep_fraction": 0.5, "importance_texts": 32}
+    data["distill"] = {"max_texts": 64, "batch_size": 16, "max_length": 32, "threads": 1}
+    path = build(parse_recipe(data), tmp_path / "store", quiet=True)
+    manifest = json.loads((path / "manifest.json").read_text())
+    compression = manifest["compression"]
+    assert compression["parameters_after"] < compression["parameters_before"]
+    assert compression["prune"]["heads_keep_fraction"] == 0.5
+    assert manifest["validation"]["parity"]["export"]["passed"] is True
+    graph = onnx.load(str(path / "model.onnx"))
+    shapes = {tuple(i.dims) for i in graph.graph.initializer if len(i.dims) == 2}
+    # Really smaller, not masked: FFN 64 -> 32 wide, fused QKV of 2 heads x 8 x 3 instead of 4 heads.
+    assert (32, 64) not in shapes
+    assert (32, 96) not in shapes
+    assert (32, 48) in shapes
+    assert manifest["optimization"]["fused_ops"]["Attention"] == 2
