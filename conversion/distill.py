@@ -1,0 +1,284 @@
+"""Knowledge distillation: recover a pruned/factorized model from its unpruned teacher, or train a
+smaller student (fewer layers, initialised from the teacher) on the teacher's soft labels.
+
+Losses: classifiers, KL divergence of temperature-softened probabilities (x T^2), plus optional
+cross-entropy on hard labels; cross-encoders, MSE on scores; bi-encoders, 1 - cosine of the mean-pooled,
+L2-normalised embeddings.
+"""
+
+from __future__ import annotations
+
+import copy
+import os
+import random
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+from pydantic import BaseModel, ConfigDict, Field
+from torch import nn
+from tqdm.auto import tqdm
+
+from conversion.data import DataError
+from conversion.finetune import length_grouped_batches
+from conversion.kinds import ModelKind
+
+FORBIDDEN_TRAINING_SETS = ("sst2_validation", "uci_amazon", "uci_yelp")
+
+
+class DistillConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    train_tsv: Path | None = Field(
+        None, description="texts to distil on (`text<TAB>label`); None: sst2_train.tsv of the shared data"
+    )
+    max_texts: int = Field(8000, ge=1)
+    epochs: int = Field(1, ge=1)
+    batch_size: int = Field(32, ge=1)
+    lr: float = Field(1e-4, gt=0)
+    max_length: int = Field(64, ge=8)
+    temperature: float = Field(2.0, gt=0)
+    hard_label_weight: float = Field(0.0, ge=0, description="weight of cross-entropy on the TSV's labels")
+    freeze_word_embeddings: bool = True
+    seed: int = 0
+    threads: int = Field(2, ge=1)
+
+    def training_file(self) -> Path:
+        from conversion.data import data_root
+
+        path = self.train_tsv or data_root() / "sentiment" / "sst2_train.tsv"
+        if path.stem in FORBIDDEN_TRAINING_SETS:
+            raise DataError(f"{path}: {path.stem} is a validation set; never train or distil on it")
+        return path
+
+
+def model_output(model: nn.Module, batch: dict[str, torch.Tensor], kind: ModelKind) -> torch.Tensor:
+    """Logits (classifier, cross-encoder) or pooled L2-normalised embeddings (bi-encoder), for an HF model
+    or for conversion.modeling.InferenceModule (which already returns them)."""
+    out = model(**batch)
+    if isinstance(out, torch.Tensor):
+        return out
+    if kind == "bi-encoder":
+        from conversion.modeling import mean_pool_normalize
+
+        return mean_pool_normalize(out.last_hidden_state, batch["attention_mask"])
+    logits: torch.Tensor = out.logits
+    return logits
+
+
+def distillation_loss(
+    student: torch.Tensor,
+    teacher: torch.Tensor,
+    kind: ModelKind,
+    temperature: float = 2.0,
+    labels: torch.Tensor | None = None,
+    hard_label_weight: float = 0.0,
+) -> torch.Tensor:
+    if kind == "bi-encoder":
+        return (1 - nn.functional.cosine_similarity(student, teacher, dim=-1)).mean()
+    if kind == "cross-encoder":
+        return nn.functional.mse_loss(student, teacher)
+    t = temperature
+    soft = nn.functional.kl_div(
+        nn.functional.log_softmax(student / t, dim=-1),
+        nn.functional.log_softmax(teacher / t, dim=-1),
+        reduction="batchmean",
+        log_target=True,
+    ) * (t * t)
+    if labels is not None and hard_label_weight > 0:
+        soft = soft + hard_label_weight * nn.functional.cross_entropy(student, labels)
+    return soft
+
+
+def _tokenize(tokenizer: Any, texts: Sequence[str], max_length: int) -> dict[str, torch.Tensor]:
+    enc = tokenizer(list(texts), padding=True, truncation=True, max_length=max_length, return_tensors="pt")
+    return dict(enc)
+
+
+@torch.no_grad()
+def mean_distillation_loss(
+    student: nn.Module,
+    teacher: nn.Module,
+    kind: ModelKind,
+    tokenizer: Any,
+    texts: Sequence[str],
+    cfg: DistillConfig,
+) -> float:
+    """The distillation loss (without hard labels) averaged over `texts`: how far the student still is."""
+    student.eval()
+    teacher.eval()
+    total, n = 0.0, 0
+    for start in range(0, len(texts), cfg.batch_size):
+        chunk = texts[start : start + cfg.batch_size]
+        batch = _tokenize(tokenizer, chunk, cfg.max_length)
+        loss = distillation_loss(
+            model_output(student, batch, kind), model_output(teacher, batch, kind), kind, cfg.temperature
+        )
+        total += float(loss) * len(chunk)
+        n += len(chunk)
+    return total / max(n, 1)
+
+
+def recover_by_distillation(
+    student: nn.Module,
+    teacher: nn.Module,
+    kind: ModelKind,
+    tokenizer: Any,
+    texts: list[str],
+    cfg: DistillConfig,
+    labels: list[int] | None = None,
+) -> nn.Module:
+    """Trains `student` in place to reproduce `teacher` on `texts`; returns it in eval mode."""
+    if not texts:
+        raise DataError("distillation needs at least one text")
+    if labels is not None and len(labels) != len(texts):
+        raise ValueError(f"{len(labels)} labels for {len(texts)} texts")
+    torch.set_num_threads(cfg.threads)
+    torch.manual_seed(cfg.seed)
+    rng = random.Random(cfg.seed)
+    texts = texts[: cfg.max_texts]
+    label_tensor = torch.tensor(labels[: len(texts)]) if labels is not None else None
+
+    teacher.eval()
+    for p in teacher.parameters():
+        p.requires_grad_(False)
+    frozen = _word_embeddings(student) if cfg.freeze_word_embeddings else None
+    if frozen is not None:
+        frozen.requires_grad_(False)
+    params = [p for p in student.parameters() if p.requires_grad]
+    optimizer = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=0.01)
+    lengths = [len(t) for t in texts]
+    steps = -(-len(texts) // cfg.batch_size) * cfg.epochs
+    schedule = torch.optim.lr_scheduler.LambdaLR(
+        optimizer, lambda step: min(1.0, (step + 1) / max(1, steps // 20)) * max(0.0, 1 - step / steps)
+    )
+    student.train()
+    with tqdm(total=steps, desc=f"distill ({kind})", unit="step") as bar:
+        for _ in range(cfg.epochs):
+            for idx in length_grouped_batches(lengths, cfg.batch_size, rng):
+                batch = _tokenize(tokenizer, [texts[i] for i in idx], cfg.max_length)
+                with torch.no_grad():
+                    target = model_output(teacher, batch, kind)
+                loss = distillation_loss(
+                    model_output(student, batch, kind),
+                    target,
+                    kind,
+                    cfg.temperature,
+                    label_tensor[idx] if label_tensor is not None else None,
+                    cfg.hard_label_weight,
+                )
+                loss.backward()  # type: ignore[no-untyped-call]
+                torch.nn.utils.clip_grad_norm_(params, 1.0)
+                optimizer.step()
+                schedule.step()
+                optimizer.zero_grad(set_to_none=True)
+                bar.update(1)
+                bar.set_postfix(loss=f"{loss.item():.4f}")
+    if frozen is not None:
+        frozen.requires_grad_(True)
+    return student.eval()
+
+
+def _word_embeddings(model: nn.Module) -> torch.Tensor | None:
+    inner = getattr(model, "model", model)  # conversion.modeling.InferenceModule wraps the HF model
+    get = getattr(inner, "get_input_embeddings", None)
+    if get is None:
+        return None
+    weight: torch.Tensor = get().weight
+    return weight
+
+
+def every_other_layer(num_layers: int) -> list[int]:
+    """[1, 3, 5] of 6: keeps the top layer, whose output the head was trained on."""
+    return list(range(num_layers - 1, -1, -2))[::-1]
+
+
+def load_training_texts(cfg: DistillConfig) -> tuple[list[str], list[int]]:
+    from conversion.finetune import DEFAULT_LABELS, read_labelled_tsv
+
+    data = read_labelled_tsv(cfg.training_file(), DEFAULT_LABELS)
+    order = list(range(len(data.texts)))
+    random.Random(cfg.seed).shuffle(order)
+    order = order[: cfg.max_texts]
+    return [data.texts[i] for i in order], [data.labels[i] for i in order]
+
+
+def pytorch_latency_ms(model: nn.Module, tokenizer: Any, batch_size: int = 8, seq: int = 64) -> float:
+    """Median latency of one forward pass on a batch of `batch_size` sequences of `seq` tokens."""
+    ids = torch.randint(1, len(tokenizer), (batch_size, seq), generator=torch.Generator().manual_seed(0))
+    batch = {"input_ids": ids, "attention_mask": torch.ones_like(ids)}
+    if "token_type_ids" in tokenizer.model_input_names:
+        batch["token_type_ids"] = torch.zeros_like(ids)
+    times = []
+    model.eval()
+    with torch.no_grad():
+        for _ in range(7):
+            start = time.perf_counter()
+            model(**batch)
+            times.append(time.perf_counter() - start)
+    return sorted(times[2:])[len(times[2:]) // 2] * 1000
+
+
+def distill_checkpoint(
+    teacher_dir: Path,
+    out_dir: Path,
+    cfg: DistillConfig,
+    student_layers: list[int] | None = None,
+    kind: ModelKind = "sequence-classification",
+) -> Path:
+    """Builds a student keeping `student_layers` of the teacher (default: every other one), initialised
+    from the teacher's weights, distils it on real training texts, and saves an HF checkpoint."""
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+    from transformers import AutoModel, AutoModelForSequenceClassification, AutoTokenizer
+
+    from conversion.prune import count_parameters, drop_layers, encoder_layers
+
+    torch.set_num_threads(cfg.threads)
+    common: dict[str, Any] = {"local_files_only": True, "use_safetensors": True, "trust_remote_code": False}
+    teacher: nn.Module
+    if kind == "bi-encoder":
+        teacher = AutoModel.from_pretrained(teacher_dir, add_pooling_layer=False, **common)
+    else:
+        teacher = AutoModelForSequenceClassification.from_pretrained(teacher_dir, **common)
+    tokenizer = AutoTokenizer.from_pretrained(teacher_dir, **common)  # type: ignore[no-untyped-call]
+    n_layers = len(encoder_layers(teacher))
+    keep = sorted(set(student_layers if student_layers is not None else every_other_layer(n_layers)))
+    student = drop_layers(copy.deepcopy(teacher), [i for i in range(n_layers) if i not in keep])
+
+    texts, labels = load_training_texts(cfg)
+    print(f"student keeps layers {keep} of {n_layers}; distilling on {len(texts)} texts")
+    started = time.perf_counter()
+    recover_by_distillation(
+        student, teacher, kind, tokenizer, texts, cfg, labels if cfg.hard_label_weight > 0 else None
+    )
+    print(f"distillation took {time.perf_counter() - started:.0f} s")
+    out_dir.mkdir(parents=True, exist_ok=True)
+    student.save_pretrained(out_dir, safe_serialization=True)  # type: ignore[operator]
+    tokenizer.save_pretrained(out_dir)
+    report_teacher_vs_student(teacher, student, tokenizer, kind, cfg.max_length)
+    n_teacher, n_student = count_parameters(teacher), count_parameters(student)
+    print(f"params: teacher {n_teacher / 1e6:.2f}M, student {n_student / 1e6:.2f}M")
+    return out_dir
+
+
+def report_teacher_vs_student(
+    teacher: nn.Module, student: nn.Module, tokenizer: Any, kind: ModelKind, max_length: int
+) -> None:
+    """Prints accuracy on sst2_validation (classifiers) and a quick PyTorch latency of both."""
+    lat_t = pytorch_latency_ms(teacher, tokenizer)
+    lat_s = pytorch_latency_ms(student, tokenizer)
+    print(f"pytorch latency b8 x s64: teacher {lat_t:.1f} ms, student {lat_s:.1f} ms ({lat_t / lat_s:.2f}x)")
+    if kind != "sequence-classification":
+        return
+    from conversion.data.sentiment import load_sentiment
+    from conversion.finetune import LabelledTexts, evaluate_classifier
+
+    val = load_sentiment("sst2_validation")
+    data = LabelledTexts(val.texts, val.labels)
+    n_labels = int(getattr(teacher, "num_labels", 2))
+    for who, model in (("teacher", teacher), ("student", student)):
+        acc, f1 = evaluate_classifier(model, tokenizer, data, max_length * 2, n_labels)
+        print(f"sst2_validation {who}: accuracy {acc:.4f}, macro-F1 {f1:.4f}")

@@ -1,0 +1,78 @@
+import random
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from conversion.checkpoint import load_checkpoint
+from conversion.data import DataError
+from conversion.finetune import (
+    FinetuneConfig,
+    accuracy_and_macro_f1,
+    finetune,
+    length_grouped_batches,
+    read_labelled_tsv,
+)
+
+POSITIVE = ["great phone", "I love it", "excellent sound", "works perfect", "best chair", "nice lamp"]
+NEGATIVE = ["terrible battery", "it broke", "worst movie", "waste of money", "awful service", "poor quality"]
+
+
+def _write_tsv(path: Path, rows: list[tuple[str, str]]) -> Path:
+    path.write_text("text\tlabel\n" + "".join(f"{t}\t{y}\n" for t, y in rows), encoding="utf-8")
+    return path
+
+
+def test_finetune_writes_a_reloadable_safetensors_classifier(
+    tiny_checkpoints: dict[str, Path], tmp_path: Path
+) -> None:
+    base = tiny_checkpoints["bi-encoder"]  # a plain encoder, as the packaged sentence-transformers MiniLM
+    rows = [(t, "1") for t in POSITIVE] * 3 + [(t, "negative") for t in NEGATIVE] * 3
+    train = _write_tsv(tmp_path / "train.tsv", rows)
+    cfg = FinetuneConfig(max_train_texts=30, heldout_texts=6, batch_size=12, lr=1e-3, freeze_lower_layers=1)
+    out = finetune(base, train, tmp_path / "ft", cfg)
+
+    assert (out / "model.safetensors").is_file()
+    assert not list(out.glob("*.bin"))
+    loaded = load_checkpoint(out, "sequence-classification")  # refuses missing weights
+    assert loaded.labels == ["negative", "positive"]
+    weights = load_file(out / "model.safetensors")
+    start = load_file(base / "model.safetensors")
+    # Frozen: embeddings and layer 0. Trained: layer 1 and the new head.
+    for name in ("embeddings.word_embeddings.weight", "encoder.layer.0.intermediate.dense.weight"):
+        assert torch.equal(weights[f"bert.{name}"], start[name])
+    name = "encoder.layer.1.intermediate.dense.weight"
+    assert not torch.equal(weights[f"bert.{name}"], start[name])
+    assert "classifier.weight" in weights
+
+
+def test_bad_training_files_get_clear_errors(tmp_path: Path) -> None:
+    labels = ["negative", "positive"]
+    with pytest.raises(DataError, match="no such file"):
+        read_labelled_tsv(tmp_path / "missing.tsv", labels)
+    (tmp_path / "h.tsv").write_text("sentence\tsentiment\ngood\t1\n", encoding="utf-8")
+    with pytest.raises(DataError, match="header"):
+        read_labelled_tsv(tmp_path / "h.tsv", labels)
+    with pytest.raises(DataError, match="unknown label '7'"):
+        read_labelled_tsv(_write_tsv(tmp_path / "l.tsv", [("good", "1"), ("bad", "7")]), labels)
+    (tmp_path / "c.tsv").write_text("text\tlabel\ngood\n", encoding="utf-8")
+    with pytest.raises(DataError, match="2 tab-separated columns"):
+        read_labelled_tsv(tmp_path / "c.tsv", labels)
+    data = read_labelled_tsv(_write_tsv(tmp_path / "ok.tsv", [("good", "positive"), ("bad", "0")]), labels)
+    assert data.labels == [1, 0]
+
+
+def test_length_grouped_batches_cover_every_text_once_with_little_padding() -> None:
+    rng = random.Random(0)
+    lengths = [rng.randint(1, 200) for _ in range(1000)]
+    batches = length_grouped_batches(lengths, 32, random.Random(1))
+    assert sorted(i for b in batches for i in b) == list(range(1000))
+    padded = sum(len(b) * max(lengths[i] for i in b) for b in batches)
+    assert padded < 1.1 * sum(lengths)
+
+
+def test_accuracy_and_macro_f1() -> None:
+    acc, f1 = accuracy_and_macro_f1([1, 1, 0, 0], [1, 0, 0, 0], 2)
+    assert acc == 0.75
+    assert f1 == pytest.approx((2 / 3 + 0.8) / 2)
