@@ -222,7 +222,7 @@ class ModelEngine:
                 )
             self._queue.extend(_Item(job, i, text) for i, text in enumerate(inputs))
             self._m_depth.set(len(self._queue))
-            self._cond.notify(len(self._runtimes))
+            self._cond.notify(min(len(inputs), len(self._runtimes)))
         return job
 
     async def infer(

@@ -145,6 +145,19 @@ def test_oversized_body_is_413(client: TestClient) -> None:
     assert "x-request-id" in r.headers
 
 
+def test_streamed_body_over_the_limit_is_413(client: TestClient) -> None:
+    def chunks() -> Any:
+        yield b'{"texts": ["'
+        for _ in range(10):
+            yield b"x" * 1000
+        yield b'"]}'
+
+    headers = {**AUTH, "content-type": "application/json"}
+    r = client.post("/v1/sentiment", content=chunks(), headers=headers)
+    assert r.status_code == 413
+    assert r.json()["error"]["type"] == "body_too_large"
+
+
 def test_bearer_token_guards_v1_but_not_health(client: TestClient) -> None:
     assert client.post("/v1/sentiment", json={"texts": ["a"]}).status_code == 401
     wrong = client.post(

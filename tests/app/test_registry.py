@@ -1,0 +1,135 @@
+from __future__ import annotations
+
+import asyncio
+import json
+import shutil
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from app.errors import ConfigError, ModelNotFound
+from app.metrics import Metrics
+from app.registry import ModelRegistry
+from app.runtime import CPU
+from app.settings import Settings
+
+
+def copy_version(store: Path, name: str, source: str, target: str) -> Path:
+    folder = store / name / target
+    shutil.copytree(store / name / source, folder)
+    manifest = json.loads((folder / "manifest.json").read_text())
+    manifest["version"] = target
+    (folder / "manifest.json").write_text(json.dumps(manifest))
+    return folder
+
+
+@pytest.fixture
+def store(tiny_store: Path, tmp_path: Path) -> Path:
+    root = tmp_path / "store"
+    shutil.copytree(tiny_store, root)
+    return root
+
+
+def served_versions(registry: ModelRegistry) -> dict[str, str]:
+    return {s.name: s.version for s in registry.served()}
+
+
+def run(registry: ModelRegistry, *steps: Callable[[], Any]) -> list[Any]:
+    async def scenario() -> list[Any]:
+        results = []
+        for step in steps:
+            out = step()
+            results.append(await out if asyncio.iscoroutine(out) else out)
+        await registry.close(10)
+        return results
+
+    return asyncio.run(scenario())
+
+
+def make(store: Path, **overrides: Any) -> tuple[ModelRegistry, Metrics]:
+    metrics = Metrics()
+    settings = Settings(model_store=store, sessions_per_model=1, **overrides)
+    return ModelRegistry(settings, metrics, CPU), metrics
+
+
+def failures_metric(metrics: Metrics, name: str, version: str) -> float:
+    return (
+        metrics.registry.get_sample_value(
+            "inference_model_load_failures_total", {"name": name, "version": version, "reason": "checksum"}
+        )
+        or 0.0
+    )
+
+
+def test_newest_version_is_served_and_a_broken_newer_one_is_refused(store: Path) -> None:
+    copy_version(store, "review-sentiment", "1", "2")
+    broken = copy_version(store, "review-sentiment", "1", "3")
+    (broken / "tokenizer.json").write_text("{}")
+    registry, metrics = make(store)
+    (changed,) = run(registry, lambda: registry.refresh(retry_failed=True))
+    assert "review-sentiment/2" in changed
+    assert failures_metric(metrics, "review-sentiment", "3") == 1
+    assert registry.failures[("review-sentiment", "3")].reason == "checksum"
+
+
+def test_a_refresh_swaps_in_a_new_version_and_keeps_failures_until_retried(store: Path) -> None:
+    registry, metrics = make(store)
+
+    def publish_broken() -> None:
+        folder = copy_version(store, "product-embedder", "1", "2")
+        data = bytearray((folder / "model.onnx").read_bytes())
+        data[500] ^= 0xFF
+        (folder / "model.onnx").write_bytes(bytes(data))
+
+    def repair() -> None:
+        shutil.rmtree(store / "product-embedder" / "2")
+        copy_version(store, "product-embedder", "1", "2")
+
+    results = run(
+        registry,
+        lambda: registry.refresh(retry_failed=True),
+        publish_broken,
+        lambda: registry.refresh(),
+        lambda: served_versions(registry),
+        lambda: registry.refresh(),  # a poll does not retry a refused version
+        repair,
+        lambda: registry.refresh(retry_failed=True),
+        lambda: served_versions(registry),
+    )
+    assert results[2] == []
+    assert results[3]["product-embedder"] == "1"
+    assert results[4] == []
+    assert failures_metric(metrics, "product-embedder", "2") == 1
+    assert results[6] == ["product-embedder/2"]
+    assert results[7]["product-embedder"] == "2"
+    assert ("product-embedder", "2") not in registry.failures
+
+
+def test_pins_choose_the_version(store: Path) -> None:
+    copy_version(store, "review-sentiment", "1", "2")
+    registry, _ = make(store, pinned_versions={"review-sentiment": "1"})
+    (versions,) = run(
+        registry, lambda: registry.refresh(retry_failed=True), lambda: served_versions(registry)
+    )[1:]
+    assert versions["review-sentiment"] == "1"
+
+
+def test_lookups_name_what_is_missing(store: Path) -> None:
+    registry, _ = make(store)
+
+    def check() -> None:
+        assert registry.get("review-sentiment").version == "1"
+        with pytest.raises(ModelNotFound, match="not served"):
+            registry.get("nope")
+        with pytest.raises(ModelNotFound, match="version '9'"):
+            registry.get("review-sentiment", "9")
+
+    run(registry, lambda: registry.refresh(retry_failed=True), check)
+
+
+def test_batch_token_budget_below_the_model_length_refuses_to_start(store: Path) -> None:
+    registry, _ = make(store, max_batch_tokens=32)  # the tiny models take 64 tokens
+    with pytest.raises(ConfigError, match="INFERENCE_MAX_BATCH_TOKENS"):
+        run(registry, lambda: registry.refresh(retry_failed=True))
