@@ -127,7 +127,8 @@ def plot_png(path: Path, rows: Sequence[Row], title: str) -> None:
                 axes[row][col].set_yscale("log")
             axes[row][col].set_xlabel("concurrency (closed loop)")
             axes[row][col].grid(True, which="both", alpha=0.3)
-    axes[0][0].legend(fontsize=7)
+    if axes[0][0].lines:
+        axes[0][0].legend(fontsize=7)
     fig.suptitle(title, fontsize=9)
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)

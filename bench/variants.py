@@ -40,10 +40,11 @@ class Artifact:
         recipe = self.recipe
         for key in ("prune", "pruning", "distill", "distillation", "drop_layers", "factorize", "svd"):
             value = recipe.get(key)
-            if value not in (None, False, {}, [], 0):
-                if isinstance(value, dict) and value.get("method") in ("none", None) and len(value) <= 1:
-                    continue
-                return True
+            if value in (None, False, {}, [], 0):
+                continue
+            if isinstance(value, dict) and (value.get("enabled") is False or value.get("method") == "none"):
+                continue
+            return True
         text = f"{self.name} {self.source}".lower()
         return any(marker in text for marker in _COMPRESSED_MARKERS)
 
