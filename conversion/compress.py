@@ -49,7 +49,8 @@ def compress(loaded: Any, recipe: Recipe) -> tuple[Any, dict[str, Any]]:
         factorize_model(student.model, recipe.factorize)
         report["factorize"] = recipe.factorize.model_dump(mode="json")
     if recipe.distill is not None:
-        hard = labels if recipe.kind == "sequence-classification" else None
+        use_labels = recipe.kind == "sequence-classification" and recipe.distill.hard_label_weight > 0
+        hard = labels if use_labels else None
         recover_by_distillation(student, teacher, recipe.kind, loaded.tokenizer, texts, recipe.distill, hard)
         report["distill"] = recipe.distill.model_dump(mode="json")
     student.eval()
