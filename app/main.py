@@ -118,6 +118,15 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         description=DESCRIPTION,
         lifespan=lifespan,
         default_response_class=ORJSONResponse,
+        # FastAPI's built-in OpenTelemetry hooks: off, and never auto-configured from the environment
+        # (no exporter may open a network connection; our metrics are the Prometheus ones).
+        telemetry={
+            "tracing": False,
+            "metrics": False,
+            "logs": False,
+            "operation_spans": False,
+            "auto_configure": False,
+        },
     )
     app.state.settings = settings
     app.state.metrics = metrics

@@ -1,4 +1,8 @@
-"""Dependencies shared by the routers, as `Annotated` aliases."""
+"""Dependencies shared by the routers, as `Annotated` aliases.
+
+All of them are `async def`: FastAPI runs plain `def` dependencies in a thread pool, a thread hop per
+dependency per request on the hot path.
+"""
 
 from __future__ import annotations
 
@@ -18,7 +22,7 @@ from app.service import Service
 _bearer = HTTPBearer(auto_error=False, description="INFERENCE_API_TOKEN, when the server sets one.")
 
 
-def get_service(request: Request) -> Service:
+async def get_service(request: Request) -> Service:
     service: Service = request.app.state.service
     return service
 
@@ -26,7 +30,7 @@ def get_service(request: Request) -> Service:
 ServiceDep = Annotated[Service, Depends(get_service)]
 
 
-def require_token(
+async def require_token(
     service: ServiceDep, credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)]
 ) -> None:
     """Bearer token check in constant time; a no-op when INFERENCE_API_TOKEN is unset."""
@@ -38,7 +42,7 @@ def require_token(
         raise Unauthorized("missing or wrong bearer token")
 
 
-def require_accepting(service: ServiceDep) -> None:
+async def require_accepting(service: ServiceDep) -> None:
     """503 while the models load or the server drains."""
     service.check_accepting()
 
