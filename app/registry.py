@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
@@ -74,8 +75,15 @@ def engine_config(settings: Settings) -> EngineConfig:
 
 
 class ModelRegistry:
-    def __init__(self, settings: Settings, metrics: Metrics, provider: str) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        metrics: Metrics,
+        provider: str,
+        on_retire: Callable[[str, str], object] | None = None,
+    ) -> None:
         self.settings = settings
+        self._on_retire = on_retire
         self.metrics = metrics
         self.provider = provider
         self.store = ModelStore(settings.model_store)
@@ -162,6 +170,8 @@ class ModelRegistry:
         log.info("serving %s version %s (%s, %s)", m.name, m.version, m.model_kind, m.precision)
         if old is not None:
             self._forget_info(old)
+            if self._on_retire is not None:
+                self._on_retire(old.name, old.version)
             task = asyncio.get_running_loop().create_task(self._retire(old))
             self._retiring.add(task)
             task.add_done_callback(self._retiring.discard)

@@ -67,8 +67,8 @@ class Service:
         self.settings = settings
         self.metrics = metrics
         self.provider = resolve_provider(settings.provider)
-        self.registry = ModelRegistry(settings, metrics, self.provider)
         self.cache = EmbeddingCache(settings.cache_size)
+        self.registry = ModelRegistry(settings, metrics, self.provider, on_retire=self.cache.drop_version)
         self.started = False
         self.draining = False
         self.active_requests = 0

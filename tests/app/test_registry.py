@@ -7,6 +7,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytest
 
 from app.errors import ConfigError, ModelNotFound
@@ -133,3 +134,31 @@ def test_batch_token_budget_below_the_model_length_refuses_to_start(store: Path)
     registry, _ = make(store, max_batch_tokens=32)  # the tiny models take 64 tokens
     with pytest.raises(ConfigError, match="INFERENCE_MAX_BATCH_TOKENS"):
         run(registry, lambda: registry.refresh(retry_failed=True))
+
+
+def test_polling_rolls_in_a_new_version_and_the_cache_forgets_the_old_one(store: Path) -> None:
+    import time
+
+    from app.cache import CachedEmbedding, text_key
+    from app.service import Service
+
+    settings = Settings(model_store=store, sessions_per_model=1, reload_poll_s=0.05)
+    service = Service(settings, Metrics())
+
+    async def scenario() -> tuple[str, int]:
+        await service.start()
+        key = text_key("product-embedder", "1", "earbuds")
+        service.cache.put(key, CachedEmbedding(np.ones(4, dtype=np.float32), False))
+        poller = asyncio.create_task(service.poll_store())
+        copy_version(store, "product-embedder", "1", "2")
+        end = time.monotonic() + 30
+        while service.registry.get("product-embedder").version != "2" and time.monotonic() < end:
+            await asyncio.sleep(0.05)
+        poller.cancel()
+        version = service.registry.get("product-embedder").version
+        await service.registry.close(10)
+        return version, len(service.cache)
+
+    version, cached = asyncio.run(scenario())
+    assert version == "2"
+    assert cached == 0
