@@ -17,6 +17,7 @@ import time
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
+from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -35,6 +36,7 @@ class LoadResult:
     client_cpu_s: float
     statuses: dict[str, int] = field(default_factory=dict)
     server_cpu_s: float | None = None
+    latencies_s: list[float] = field(default_factory=list, repr=False)
 
     @property
     def server_cpu_pct(self) -> float | None:
@@ -227,7 +229,7 @@ async def run_load(
         sum(n for status, n in window.statuses.items() if status != "200"),
         duration_s,
     )
-    return LoadResult(stats, client_cpu, dict(window.statuses), server_cpu)
+    return LoadResult(stats, client_cpu, dict(window.statuses), server_cpu, window.latencies)
 
 
 def use_uvloop() -> None:
@@ -238,9 +240,62 @@ def use_uvloop() -> None:
     asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
 
 
+def _load_in_process(args: dict[str, Any]) -> tuple[dict[str, Any], list[float]]:
+    """One load-generator process (for --processes): its result and its raw latencies."""
+    from bench.payloads import read_payloads
+
+    use_uvloop()
+    payloads = read_payloads(Path(args["payload_file"]))
+    result = asyncio.run(
+        run_load(
+            args["url"],
+            payloads[args["offset"] :] + payloads[: args["offset"]],
+            concurrency=args["concurrency"],
+            duration_s=args["duration"],
+            warmup_s=args["warmup"],
+        )
+    )
+    return {
+        "client_cpu_s": result.client_cpu_s,
+        "statuses": result.statuses,
+        "texts": result.stats.texts,
+    }, result.latencies_s
+
+
+def run_processes(
+    url: str, payload_file: Path, *, processes: int, concurrency: int, duration_s: float, warmup_s: float
+) -> LoadResult:
+    """`processes` load generators side by side (where one client process would be the bottleneck)."""
+    import multiprocessing
+
+    share = [concurrency // processes + (1 if i < concurrency % processes else 0) for i in range(processes)]
+    jobs = [
+        {
+            "url": url,
+            "payload_file": str(payload_file),
+            "offset": i * 97,
+            "concurrency": c,
+            "duration": duration_s,
+            "warmup": warmup_s,
+        }
+        for i, c in enumerate(share)
+        if c > 0
+    ]
+    with multiprocessing.get_context("spawn").Pool(len(jobs)) as pool:
+        parts = pool.map(_load_in_process, jobs)
+    latencies = [x for _, lat in parts for x in lat]
+    statuses: Counter[str] = Counter()
+    for part, _ in parts:
+        statuses.update(part["statuses"])
+    texts = sum(int(part["texts"]) for part, _ in parts)
+    errors = sum(n for status, n in statuses.items() if status != "200")
+    stats = summarize(latencies, texts, errors, duration_s)
+    return LoadResult(stats, sum(float(p["client_cpu_s"]) for p, _ in parts), dict(statuses), None, latencies)
+
+
 def main() -> None:
     from bench.paths import DATA_ROOT, movielens_dir
-    from bench.payloads import build_payloads
+    from bench.payloads import build_payloads, read_payloads, write_payloads
 
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -251,15 +306,58 @@ def main() -> None:
     parser.add_argument("--duration", type=float, default=10.0)
     parser.add_argument("--warmup", type=float, default=2.0)
     parser.add_argument("--payloads", type=int, default=2000)
+    parser.add_argument("--texts-per-request", type=int, default=1, help="sentiment texts per request")
+    parser.add_argument("--payload-file", type=Path, help="replay bodies written by --dump-payloads")
+    parser.add_argument("--dump-payloads", type=Path, help="write the bodies as JSON lines and exit")
+    parser.add_argument("--processes", type=int, default=1, help="load-generator processes (needs a file)")
+    parser.add_argument("--server-pid", type=int, help="also measure this process's CPU in the window")
     args = parser.parse_args()
-    payloads = build_payloads(DATA_ROOT, movielens_dir(), args.endpoint, args.payloads)
-    use_uvloop()
-    result = asyncio.run(
-        run_load(
-            args.url, payloads, concurrency=args.concurrency, duration_s=args.duration, warmup_s=args.warmup
+    if args.payload_file:
+        payloads = read_payloads(args.payload_file)
+    else:
+        payloads = build_payloads(
+            DATA_ROOT, movielens_dir(), args.endpoint, args.payloads, texts_per_request=args.texts_per_request
+        )
+    if args.dump_payloads:
+        write_payloads(args.dump_payloads, payloads)
+        print(f"wrote {len(payloads)} {payloads[0].endpoint} payloads to {args.dump_payloads}")
+        return
+    endpoint = payloads[0].endpoint
+    if args.processes > 1:
+        if not args.payload_file:
+            parser.error("--processes needs --payload-file")
+        result = run_processes(
+            args.url,
+            args.payload_file,
+            processes=args.processes,
+            concurrency=args.concurrency,
+            duration_s=args.duration,
+            warmup_s=args.warmup,
+        )
+    else:
+        use_uvloop()
+        result = asyncio.run(
+            run_load(
+                args.url,
+                payloads,
+                concurrency=args.concurrency,
+                duration_s=args.duration,
+                warmup_s=args.warmup,
+                server_pid=args.server_pid,
+            )
+        )
+    texts = sum(p.texts for p in payloads) / len(payloads)
+    print(
+        json.dumps(
+            {
+                "endpoint": endpoint,
+                "concurrency": args.concurrency,
+                "processes": args.processes,
+                "texts_per_request": round(texts, 1),
+                **result.as_dict(),
+            }
         )
     )
-    print(json.dumps({"endpoint": args.endpoint, "concurrency": args.concurrency, **result.as_dict()}))
 
 
 if __name__ == "__main__":

@@ -129,8 +129,14 @@ def _body(obj: dict[str, Any]) -> bytes:
     return json.dumps(obj, separators=(",", ":")).encode()
 
 
-def sentiment_payloads(texts: Sequence[str], count: int, rng: random.Random) -> list[Payload]:
-    return [Payload("sentiment", _body({"texts": [rng.choice(texts)]}), 1) for _ in range(count)]
+def sentiment_payloads(
+    texts: Sequence[str], count: int, rng: random.Random, per_request: int = 1
+) -> list[Payload]:
+    """One storefront text per request by default; `per_request` > 1 for a page of reviews at once."""
+    return [
+        Payload("sentiment", _body({"texts": [rng.choice(texts) for _ in range(per_request)]}), per_request)
+        for _ in range(count)
+    ]
 
 
 def rank_payloads(
@@ -189,12 +195,17 @@ def recommend_payloads(
 
 
 def build_payloads(
-    data_root: Path, ml_dir: Path | None, endpoint: Endpoint, count: int, seed: int = 0
+    data_root: Path,
+    ml_dir: Path | None,
+    endpoint: Endpoint,
+    count: int,
+    seed: int = 0,
+    texts_per_request: int = 1,
 ) -> list[Payload]:
     """`count` request bodies for `endpoint`, the same for every server given the same seed."""
     rng = random.Random(f"{seed}-{endpoint}")
     if endpoint == "sentiment":
-        return sentiment_payloads(review_texts(data_root), count, rng)
+        return sentiment_payloads(review_texts(data_root), count, rng, texts_per_request)
     queries = wands_queries(data_root)
     if endpoint == "rank":
         return rank_payloads(queries, product_titles(queries, 5000, rng), count, rng)
@@ -205,3 +216,26 @@ def build_payloads(
         titles = {str(i): t for i, t in enumerate(pool)}
         histories = [rng.sample(sorted(titles), 60) for _ in range(200)]
     return recommend_payloads(titles, histories, count, rng)
+
+
+def write_payloads(path: Path, payloads: Sequence[Payload]) -> None:
+    """JSON lines, so that a machine without ../shared/data (the GPU box) can replay the same bodies."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("w", encoding="utf-8") as handle:
+        for p in payloads:
+            handle.write(
+                json.dumps({"endpoint": p.endpoint, "texts": p.texts, "body": p.body.decode()}) + "\n"
+            )
+
+
+def read_payloads(path: Path) -> list[Payload]:
+    out = []
+    for line in path.read_text(encoding="utf-8").splitlines():
+        if line.strip():
+            row = json.loads(line)
+            if row["endpoint"] not in ENDPOINTS:
+                raise ValueError(f"{path}: unknown endpoint {row['endpoint']!r}")
+            out.append(Payload(row["endpoint"], row["body"].encode(), int(row["texts"])))
+    if not out:
+        raise ValueError(f"{path}: no payloads")
+    return out

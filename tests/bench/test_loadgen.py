@@ -5,6 +5,7 @@ import json
 import os
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
+from pathlib import Path
 
 import pytest
 
@@ -149,3 +150,24 @@ def test_procstat_reads_this_process() -> None:
     assert cpu_seconds(os.getpid()) > 0
     memory = memory_kib(os.getpid())
     assert memory["VmHWM"] >= memory["VmRSS"] > 0
+
+
+def test_several_client_processes_add_up(tmp_path: Path) -> None:
+    from bench.loadgen import run_processes
+    from bench.payloads import write_payloads
+
+    write_payloads(tmp_path / "s.jsonl", sentiment(20))
+
+    async def main() -> None:
+        async with http_server(good) as url:
+            loop = asyncio.get_running_loop()
+            result = await loop.run_in_executor(
+                None,
+                lambda: run_processes(
+                    url, tmp_path / "s.jsonl", processes=2, concurrency=3, duration_s=0.5, warmup_s=0.2
+                ),
+            )
+        assert result.stats.requests == result.statuses["200"] > 0
+        assert len(result.latencies_s) == result.stats.requests
+
+    asyncio.run(main())

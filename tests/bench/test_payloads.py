@@ -1,5 +1,6 @@
 import json
 import random
+from pathlib import Path
 
 import pytest
 
@@ -8,10 +9,12 @@ from bench.payloads import (
     build_payloads,
     product_titles,
     rank_payloads,
+    read_payloads,
     recommend_payloads,
     review_texts,
     sentiment_payloads,
     wands_queries,
+    write_payloads,
 )
 
 needs_data = pytest.mark.skipif(not DATA_ROOT.is_dir(), reason="../shared/data is not beside the checkout")
@@ -85,3 +88,16 @@ def test_recommend_payloads_from_movielens_when_available() -> None:
     assert body["history"]
     assert len(body["candidates"]) == 100
     assert all(item["text"] for item in body["history"] + body["candidates"])
+
+
+def test_payload_files_round_trip_and_refuse_unknown_endpoints(tmp_path: Path) -> None:
+    payloads = sentiment_payloads(["good", "bad", "fine"], 5, random.Random(0), per_request=3)
+    assert all(p.texts == 3 and len(json.loads(p.body)["texts"]) == 3 for p in payloads)
+    write_payloads(tmp_path / "p" / "s.jsonl", payloads)
+    assert read_payloads(tmp_path / "p" / "s.jsonl") == payloads
+    (tmp_path / "bad.jsonl").write_text('{"endpoint": "predict", "texts": 1, "body": "{}"}\n')
+    with pytest.raises(ValueError, match="unknown endpoint"):
+        read_payloads(tmp_path / "bad.jsonl")
+    (tmp_path / "empty.jsonl").write_text("\n")
+    with pytest.raises(ValueError, match="no payloads"):
+        read_payloads(tmp_path / "empty.jsonl")
