@@ -364,3 +364,19 @@ def test_real_default_models(tmp_path: Path) -> None:
             },
         ).json()
         assert rank["results"][0]["id"] == "buds"
+        # A client that gives up: its queued texts never reach the model.
+        texts = [f"item {i}: " + "a long product description with many words " * 10 for i in range(200)]
+        gone = {"query": "gone", "candidates": [{"id": str(i), "text": t} for i, t in enumerate(texts)]}
+        before = s.metrics()
+        with pytest.raises(httpx.TimeoutException):
+            c.post(
+                "/v1/rank",
+                json=gone,
+                timeout=0.1,
+            )
+        time.sleep(2.0)
+        after = s.metrics()
+        batch_sum = "inference_batch_size_sum"
+        ran = metric_value(after, batch_sum) - metric_value(before, batch_sum)
+        assert ran < 201
+        assert metric_value(after, "inference_rejected_requests_total", reason="client_disconnected") == 1
