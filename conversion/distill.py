@@ -112,7 +112,8 @@ def mean_distillation_loss(
     total, n = 0.0, 0
     for start in range(0, len(texts), cfg.batch_size):
         chunk = texts[start : start + cfg.batch_size]
-        batch = _tokenize(tokenizer, chunk, cfg.max_length)
+        device = next(student.parameters()).device
+        batch = {k: v.to(device) for k, v in _tokenize(tokenizer, chunk, cfg.max_length).items()}
         loss = distillation_loss(
             model_output(student, batch, kind), model_output(teacher, batch, kind), kind, cfg.temperature
         )
@@ -141,7 +142,9 @@ def recover_by_distillation(
     texts = texts[: cfg.max_texts]
     label_tensor = torch.tensor(labels[: len(texts)]) if labels is not None else None
 
+    device = next(student.parameters()).device  # the teacher must be on the same device
     teacher.eval()
+    teacher_grad = [p.requires_grad for p in teacher.parameters()]
     for p in teacher.parameters():
         p.requires_grad_(False)
     frozen = _word_embeddings(student) if cfg.freeze_word_embeddings else None
@@ -159,6 +162,7 @@ def recover_by_distillation(
         for _ in range(cfg.epochs):
             for idx in length_grouped_batches(lengths, cfg.batch_size, rng):
                 batch = _tokenize(tokenizer, [texts[i] for i in idx], cfg.max_length)
+                batch = {k: v.to(device) for k, v in batch.items()}
                 with torch.no_grad():
                     target = model_output(teacher, batch, kind)
                 loss = distillation_loss(
@@ -166,7 +170,7 @@ def recover_by_distillation(
                     target,
                     kind,
                     cfg.temperature,
-                    label_tensor[idx] if label_tensor is not None else None,
+                    label_tensor[idx].to(device) if label_tensor is not None else None,
                     cfg.hard_label_weight,
                 )
                 loss.backward()  # type: ignore[no-untyped-call]
@@ -178,6 +182,8 @@ def recover_by_distillation(
                 bar.set_postfix(loss=f"{loss.item():.4f}")
     if frozen is not None:
         frozen.requires_grad_(True)
+    for p, wanted in zip(teacher.parameters(), teacher_grad, strict=True):
+        p.requires_grad_(wanted)
     return student.eval()
 
 

@@ -88,7 +88,7 @@ def _proxy_loss(model: nn.Module, batch: Batch, reference: torch.Tensor | None) 
     assert reference is not None
     # Contrastive: each text's pruned embedding must stay closest to its own unpruned embedding.
     similarity = emb @ reference.T / 0.05
-    return nn.functional.cross_entropy(similarity, torch.arange(len(emb)))
+    return nn.functional.cross_entropy(similarity, torch.arange(len(emb), device=emb.device))
 
 
 def _is_embedding_model(model: nn.Module) -> bool:
@@ -100,10 +100,15 @@ def importance_scores(
 ) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
     """Per layer: |dL/d head mask| (one value per current head) and |dL/d neuron mask| (per FFN neuron)."""
     layers = encoder_layers(model)
+    device = next(model.parameters()).device
     head_masks = [
-        torch.ones(layer.attention.self.num_attention_heads, requires_grad=True) for layer in layers
+        torch.ones(layer.attention.self.num_attention_heads, device=device, requires_grad=True)
+        for layer in layers
     ]
-    ffn_masks = [torch.ones(layer.intermediate.dense.out_features, requires_grad=True) for layer in layers]
+    ffn_masks = [
+        torch.ones(layer.intermediate.dense.out_features, device=device, requires_grad=True)
+        for layer in layers
+    ]
     head_scores = [torch.zeros_like(m) for m in head_masks]
     ffn_scores = [torch.zeros_like(m) for m in ffn_masks]
 
@@ -139,6 +144,7 @@ def importance_scores(
             for batch in batches:
                 if seen >= max_texts:
                     break
+                batch = {k: v.to(device) for k, v in batch.items()}
                 reference = None
                 if embedding_model:
                     from conversion.modeling import mean_pool_normalize
@@ -197,7 +203,9 @@ def prune_ffn_by_importance(model: nn.Module, scores: list[torch.Tensor], keep_f
         raise ValueError(f"FFN sizes differ between layers ({sorted(sizes)}); cannot express in a config")
     keep = _keep_count(sizes.pop(), keep_fraction)
     for layer, score in zip(layers, scores, strict=True):
-        index = torch.argsort(score, descending=True)[:keep].sort().values
+        index = (
+            torch.argsort(score, descending=True)[:keep].sort().values.to(layer.output.dense.weight.device)
+        )
         layer.intermediate.dense = prune_linear_layer(layer.intermediate.dense, index, dim=0)
         layer.output.dense = prune_linear_layer(layer.output.dense, index, dim=1)
     config: Any = model.config
