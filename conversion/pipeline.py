@@ -99,6 +99,18 @@ def parity_texts(recipe: Recipe, count: int) -> list[Any]:
     return texts[:count]
 
 
+def serving_tokenizer(tokenizer_json: str, max_length: int) -> str:
+    """The checkpoint's fast tokenizer without fixed-length padding (the service pads per batch),
+    truncating at the manifest's max_sequence_length."""
+    from tokenizers import Tokenizer
+
+    tokenizer = Tokenizer.from_str(tokenizer_json)
+    tokenizer.no_padding()
+    tokenizer.enable_truncation(max_length)
+    text: str = tokenizer.to_str()
+    return text
+
+
 def _file_mb(path: Path) -> float:
     return path.stat().st_size / 1e6
 
@@ -251,7 +263,7 @@ def prepare(
     timings["benchmark"] = time.perf_counter() - t
 
     tokenizer_path = work_dir / "tokenizer.json"
-    tokenizer_path.write_text(loaded.tokenizer_json, encoding="utf-8")
+    tokenizer_path.write_text(serving_tokenizer(loaded.tokenizer_json, recipe.max_sequence_length), "utf-8")
     manifest: dict[str, Any] = {
         "schema_version": 1,
         "name": recipe.name,
