@@ -49,6 +49,25 @@ class SentimentResponse(BaseModel):
     version: str
     results: list[SentimentResult]
 
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {
+                    "model": "review-sentiment",
+                    "version": "1",
+                    "results": [
+                        {
+                            "label": "negative",
+                            "score": 0.956,
+                            "probabilities": {"negative": 0.956, "positive": 0.044},
+                            "truncated": False,
+                        }
+                    ],
+                }
+            ]
+        }
+    )
+
 
 class Candidate(BaseModel):
     model_config = ConfigDict(extra="forbid")
@@ -122,6 +141,21 @@ class ScoredResponse(BaseModel):
     model: str
     version: str
     results: list[ScoredItem] = Field(..., description="Best first.")
+
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {
+                    "model": "product-embedder",
+                    "version": "1",
+                    "results": [
+                        {"id": "sku-2", "score": 0.583, "truncated": False},
+                        {"id": "sku-3", "score": 0.481, "truncated": False},
+                    ],
+                }
+            ]
+        }
+    )
 
 
 class ModelEntry(BaseModel):
