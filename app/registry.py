@@ -196,7 +196,11 @@ class ModelRegistry:
             for name in self.store.names():
                 pinned = self.settings.pinned_versions.get(name)
                 current = self._served.get(name)
-                for version in self.store.candidates(name, pinned):
+                candidates = self.store.candidates(name, pinned)
+                if pinned is not None and not candidates and (name, pinned) not in self.failures:
+                    message = f"{name}/{pinned}: pinned by INFERENCE_PINNED_VERSIONS but not in the store"
+                    self._record_failure(name, pinned, "missing", message)
+                for version in candidates:
                     if current is not None and version == current.version:
                         break
                     if (name, version) in self.failures and not retry_failed:

@@ -110,11 +110,13 @@ def test_a_refresh_swaps_in_a_new_version_and_keeps_failures_until_retried(store
 
 def test_pins_choose_the_version(store: Path) -> None:
     copy_version(store, "review-sentiment", "1", "2")
-    registry, _ = make(store, pinned_versions={"review-sentiment": "1"})
+    registry, _ = make(store, pinned_versions={"review-sentiment": "1", "product-embedder": "4"})
     (versions,) = run(
         registry, lambda: registry.refresh(retry_failed=True), lambda: served_versions(registry)
     )[1:]
     assert versions["review-sentiment"] == "1"
+    assert "product-embedder" not in versions
+    assert registry.failures[("product-embedder", "4")].reason == "missing"
 
 
 def test_lookups_name_what_is_missing(store: Path) -> None:
