@@ -185,15 +185,18 @@ async def run_load(
 ) -> LoadResult:
     """Closed loop with `concurrency` clients for warmup + duration; only the duration is measured.
 
+    `url` may list several servers separated by commas (replicas): client i talks to server i mod n.
+
     With `server_pid`, the server's CPU seconds inside the same window are measured too.
     """
     if not payloads:
         raise ValueError("no payloads")
     if concurrency < 1 or duration_s <= 0 or warmup_s < 0:
         raise ValueError("concurrency >= 1, duration > 0 and warmup >= 0 are required")
-    parts = urlsplit(url)
-    host, port = parts.hostname or "127.0.0.1", parts.port or 80
+    targets = [urlsplit(u.strip()) for u in url.split(",") if u.strip()]
+    addresses = [(t.hostname or "127.0.0.1", t.port or 80) for t in targets]
     endpoint = payloads[0].endpoint
+    host, port = addresses[0]
     requests = [(request_bytes(host, port, PATHS[p.endpoint], p.body), p.texts) for p in payloads]
     now = time.perf_counter()
     window = _Window(now + warmup_s, now + warmup_s + duration_s)
@@ -208,7 +211,9 @@ async def run_load(
 
     marker = asyncio.ensure_future(mark_cpu())
     tasks = [
-        asyncio.ensure_future(_client(i, host, port, endpoint, requests, window, timeout_s, concurrency))
+        asyncio.ensure_future(
+            _client(i, *addresses[i % len(addresses)], endpoint, requests, window, timeout_s, concurrency)
+        )
         for i in range(concurrency)
     ]
     await asyncio.sleep(max(0.0, window.end - time.perf_counter()))
