@@ -377,8 +377,24 @@ class ModelEngine:
                 if job.remaining == 0:
                     job.done = True
                     finished[id(job)] = job
-        for job in finished.values():
-            job._settle(job._result(), None)
+        if finished:
+            _settle_all([(job, job._result()) for job in finished.values()])
+
+
+def _settle_all(results: list[tuple[Job, InferenceResult]]) -> None:
+    """Hand finished jobs to their event loop in one wake-up per loop (in a server: one)."""
+    by_loop: dict[asyncio.AbstractEventLoop, list[tuple[Job, InferenceResult]]] = {}
+    for job, result in results:
+        by_loop.setdefault(job._loop, []).append((job, result))
+    for loop, batch in by_loop.items():
+
+        def settle(batch: list[tuple[Job, InferenceResult]] = batch) -> None:
+            for job, result in batch:
+                if not job.future.done():
+                    job.future.set_result(result)
+
+        with contextlib.suppress(RuntimeError):  # a closed loop: nobody is waiting any more
+            loop.call_soon_threadsafe(settle)
 
 
 def _consume(future: asyncio.Future[InferenceResult]) -> None:
