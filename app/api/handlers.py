@@ -61,6 +61,8 @@ async def validation_error(request: Request, exc: Exception) -> Response:
     parts = []
     for err in errors[:5]:
         loc = list(err.get("loc", ()))
+        if loc[:1] == ["body"] and len(loc) > 1:
+            loc = loc[1:]  # fields are named as in the JSON body, like the service's own limit errors
         if err.get("type") == "json_invalid":
             parts.append(f"body: invalid JSON ({err.get('ctx', {}).get('error', 'parse error')})")
         else:

@@ -92,11 +92,11 @@ def test_recommend_and_the_embedding_cache(client: TestClient) -> None:
 @pytest.mark.parametrize(
     ("path", "body", "field"),
     [
-        ("/v1/sentiment", {"texts": [1]}, "body.texts.0"),
-        ("/v1/sentiment", {"text": ["a"]}, "body.texts"),
-        ("/v1/sentiment", {"texts": []}, "body.texts"),
-        ("/v1/rank", {"query": "q", "candidates": [{"id": "a"}]}, "body.candidates.0.text"),
-        ("/v1/rank", {"query": "q", "candidates": CANDIDATES, "top_k": 0}, "body.top_k"),
+        ("/v1/sentiment", {"texts": [1]}, "texts.0"),
+        ("/v1/sentiment", {"text": ["a"]}, "texts"),
+        ("/v1/sentiment", {"texts": []}, "texts"),
+        ("/v1/rank", {"query": "q", "candidates": [{"id": "a"}]}, "candidates.0.text"),
+        ("/v1/rank", {"query": "q", "candidates": CANDIDATES, "top_k": 0}, "top_k"),
         ("/v1/sentiment", {"texts": ["a"] * 9}, "texts"),
         ("/v1/sentiment", {"texts": ["a", "b" * 201]}, "texts.1"),
         ("/v1/rank", {"query": "q", "candidates": [CANDIDATES[0], CANDIDATES[0]]}, "candidates.1.id"),

@@ -90,7 +90,7 @@ def test_errors_over_http(server: Server) -> None:
         assert bad.status_code == 422
         wrong_type = c.post("/v1/sentiment", json={"texts": "not a list"})
         assert wrong_type.status_code == 422
-        assert wrong_type.json()["error"]["message"].startswith("body.texts")
+        assert wrong_type.json()["error"]["message"].startswith("texts: ")
         assert c.post("/v1/sentiment", json={"texts": ["a"], "model": "unknown"}).status_code == 404
         assert c.get("/no/such/path").json()["error"]["type"] == "not_found"
     samples = server.metrics()
