@@ -208,6 +208,9 @@ def test_metrics_expose_the_contract_names(client: TestClient) -> None:
         "inference_ready 1.0",
     ):
         assert name in text, name
+    counts = "inference_request_duration_seconds_count"
+    durations = [line for line in text.splitlines() if line.startswith(counts)]
+    assert any('model="review-sentiment"' in line and 'status="200"' in line for line in durations)
 
 
 def test_draining_refuses_new_work_with_503(tiny_store: Any, make_settings: Callable[..., Settings]) -> None:
