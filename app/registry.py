@@ -19,7 +19,7 @@ from app.engine import EngineConfig, ModelEngine
 from app.errors import ConfigError, ModelLoadError, ModelNotFound
 from app.metrics import Metrics
 from app.runtime import CUDA, RuntimeOptions, load_runtimes
-from app.settings import Settings
+from app.settings import Settings, sessions_for
 from app.store import Manifest, ModelStore
 
 log = logging.getLogger("app.registry")
@@ -120,7 +120,7 @@ class ModelRegistry:
             allow_spinning=settings.ort_allow_spinning,
             max_sequence_length=settings.max_sequence_length,
         )
-        runtimes = load_runtimes(verified, options, settings.sessions_per_model)
+        runtimes = load_runtimes(verified, options, sessions_for(settings, self.provider == CUDA))
         max_length = runtimes[0].max_length
         if settings.max_batch_tokens < max_length:
             raise ConfigError(

@@ -5,7 +5,7 @@ from pathlib import Path
 import pytest
 from pydantic import ValidationError
 
-from app.settings import Settings, cpu_quota_cores, get_settings, parse_pins
+from app.settings import Settings, cpu_quota_cores, get_settings, parse_pins, sessions_for
 
 
 def test_every_setting_comes_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -62,7 +62,9 @@ def test_bad_pins_are_refused(bad: str) -> None:
         parse_pins(bad)
 
 
-def test_sessions_default_to_the_cpu_quota() -> None:
+def test_sessions_default_to_the_cpu_quota_on_cpu_and_one_on_gpu() -> None:
     cores = cpu_quota_cores()
     assert cores > 0
-    assert Settings().sessions_per_model == max(1, int(cores + 0.5))
+    assert sessions_for(Settings(), on_gpu=False) == max(1, int(cores + 0.5))
+    assert sessions_for(Settings(), on_gpu=True) == 1
+    assert sessions_for(Settings(sessions_per_model=3), on_gpu=True) == 3
