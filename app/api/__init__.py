@@ -1,0 +1,1 @@
+"""HTTP routers (one module per endpoint family), request/response schemas, dependencies, error rendering."""
