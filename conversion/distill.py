@@ -22,10 +22,9 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from conversion.data import DataError
+from conversion.data.sentiment import VALIDATION_SETS
 from conversion.finetune import length_grouped_batches
 from conversion.kinds import ModelKind
-
-FORBIDDEN_TRAINING_SETS = ("sst2_validation", "uci_amazon", "uci_yelp")
 
 
 class DistillConfig(BaseModel):
@@ -49,7 +48,7 @@ class DistillConfig(BaseModel):
         from conversion.data import data_root
 
         path = self.train_tsv or data_root() / "sentiment" / "sst2_train.tsv"
-        if path.stem in FORBIDDEN_TRAINING_SETS:
+        if path.stem in VALIDATION_SETS:
             raise DataError(f"{path}: {path.stem} is a validation set; never train or distil on it")
         return path
 

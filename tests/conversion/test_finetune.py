@@ -59,6 +59,9 @@ def test_bad_training_files_get_clear_errors(tmp_path: Path) -> None:
     (tmp_path / "c.tsv").write_text("text\tlabel\ngood\n", encoding="utf-8")
     with pytest.raises(DataError, match="2 tab-separated columns"):
         read_labelled_tsv(tmp_path / "c.tsv", labels)
+    validation = _write_tsv(tmp_path / "sst2_validation.tsv", [("good", "1")])
+    with pytest.raises(DataError, match="validation set"):
+        finetune(tmp_path, validation, tmp_path / "out", FinetuneConfig())
     data = read_labelled_tsv(_write_tsv(tmp_path / "ok.tsv", [("good", "positive"), ("bad", "0")]), labels)
     assert data.labels == [1, 0]
 
