@@ -198,6 +198,11 @@ class ModelEngine:
         return len(self._queue)
 
     @property
+    def alive(self) -> bool:
+        """False once a worker thread died while the engine should be running (the liveness probe's cue)."""
+        return self._closed or all(t.is_alive() for t in self._threads)
+
+    @property
     def idle(self) -> bool:
         return not self._queue and self._busy == 0
 

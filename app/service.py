@@ -104,6 +104,14 @@ class Service:
             ]
         return (not problems, problems)
 
+    def liveness(self) -> list[str]:
+        """Problems that a restart would fix: engines whose worker threads died."""
+        return [
+            f"model {s.name} version {s.version}: a worker thread died"
+            for s in self.registry.served()
+            if not s.engine.alive
+        ]
+
     def request_started(self) -> None:
         self.active_requests += 1
         self.last_request_at = time.monotonic()

@@ -13,10 +13,18 @@ from app.metrics import CONTENT_TYPE_LATEST
 router = APIRouter(tags=["health"])
 
 
-@router.get("/livez", response_model=HealthResponse)
-async def livez() -> ORJSONResponse:
-    """200 while the process is alive and its event loop answers."""
-    return ORJSONResponse({"status": "alive", "problems": []})
+@router.get(
+    "/livez",
+    response_model=HealthResponse,
+    responses={503: {"model": HealthResponse, "description": "A model's worker thread died: restart me."}},
+)
+async def livez(service: ServiceDep) -> ORJSONResponse:
+    """200 while the event loop answers and every engine has its worker threads (503: restart me)."""
+    problems = service.liveness()
+    return ORJSONResponse(
+        {"status": "dead" if problems else "alive", "problems": problems},
+        status_code=503 if problems else 200,
+    )
 
 
 @router.get(

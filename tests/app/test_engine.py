@@ -200,3 +200,42 @@ def test_closed_engine_finishes_its_queue_and_refuses_more(sentiment_runtimes: l
 
     asyncio.run(scenario())
     assert engine.join(10)
+
+
+class _DyingRuntime:
+    """A runtime whose run() ends its thread (BaseException is not caught by the worker)."""
+
+    def __init__(self, real: OnnxRuntime) -> None:
+        self.manifest = real.manifest
+        self.max_length = real.max_length
+        self.provider = real.provider
+        self._real = real
+
+    def tokenize(self, inputs: object) -> object:
+        return self._real.tokenize(inputs)  # type: ignore[arg-type]
+
+    def run(self, tokens: object, indices: object) -> object:
+        raise SystemExit("worker killed")
+
+    def warmup(self, batch_size: int) -> None:
+        pass
+
+
+@pytest.mark.filterwarnings("ignore::pytest.PytestUnhandledThreadExceptionWarning")
+def test_a_dead_worker_shows_in_liveness(sentiment_runtimes: list[OnnxRuntime]) -> None:
+    from app.engine import wait_for
+
+    engine, _ = make_engine([_DyingRuntime(sentiment_runtimes[0])])  # type: ignore[list-item]
+
+    async def scenario() -> None:
+        engine.start()
+        assert engine.alive
+        job = engine.submit(["a"], later())
+        with pytest.raises(DeadlineExceeded):
+            await wait_for(job, time.monotonic() + 0.5)  # the dying worker never answers
+
+    asyncio.run(scenario())
+    engine._threads[0].join(5)
+    assert not engine.alive
+    engine.close()
+    assert engine.alive  # a closed engine is a stopped one, not a dead one
