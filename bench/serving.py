@@ -150,6 +150,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--store", type=Path, default=REPO_ROOT / "model_store")
+    parser.add_argument(
+        "--built", type=Path, default=RESULTS_DIR / "built", help="fp32 builds of bench.prepare_store"
+    )
     parser.add_argument("--endpoints", default=",".join(ENDPOINTS))
     parser.add_argument("--concurrency", default="1,8,32,64")
     parser.add_argument("--duration", type=float, default=10.0, help="measured seconds per cell")
@@ -207,7 +210,7 @@ def main(argv: list[str] | None = None) -> int:
     concurrency = [int(c) for c in args.concurrency.split(",")]
     modes = tuple(m == "on" for m in args.batching.split(","))
     wanted = {v.strip() for v in args.variants.split(",")}
-    planned, skipped = plan_variants(args.store, batching_modes=modes)
+    planned, skipped = plan_variants([args.store, args.built], args.out / "stores", batching_modes=modes)
     variants = [v for v in planned if (v.key.rsplit("-", 1)[0] if not v.baseline else "baseline") in wanted]
     if "baseline" in wanted and not args.sentiment_checkpoint.is_dir():
         skipped.append(f"baseline: no sentiment checkpoint at {args.sentiment_checkpoint}")

@@ -8,6 +8,9 @@ skipped with the reason printed (build it with `python -m conversion.cli build <
 from __future__ import annotations
 
 import json
+import os
+import shutil
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -129,14 +132,20 @@ def _best_by_speed(candidates: list[Artifact]) -> Artifact | None:
     return max(enumerate(candidates), key=lambda pair: (speed(pair[1]), pair[0]))[1]
 
 
-def pick_embedder(artifacts: list[Artifact], precision: str) -> Artifact | None:
+def pick_embedder(artifacts: list[Artifact], precision: str, *, compressed: bool = False) -> Artifact | None:
+    """The bi-encoder for a row: same precision (compressed too for the pruned row), else plain int8."""
     embedders = [
         a for a in artifacts if a.name == EMBEDDER_MODEL and _cpu(a) and a.validation_passed is not False
     ]
+    plain = [a for a in embedders if not a.compressed]
+    if compressed:
+        best = _best_by_speed([a for a in embedders if a.compressed and a.precision == "int8"])
+        if best is not None:
+            return best
     return (
-        _newest([a for a in embedders if a.precision == precision])
-        or _newest([a for a in embedders if a.precision == "int8"])
-        or _newest(embedders)
+        _newest([a for a in plain if a.precision == precision])
+        or _newest([a for a in plain if a.precision == "int8"])
+        or _newest(plain)
     )
 
 
@@ -152,14 +161,38 @@ class Variant:
     artifacts: tuple[str, ...] = ()
 
 
+def link_store(artifacts: list[Artifact], root: Path) -> Path:
+    """A store holding exactly `artifacts` (hard links where possible), so that a server loads only them
+    and its memory figure is theirs alone."""
+    if root.exists():
+        shutil.rmtree(root)
+    for artifact in artifacts:
+        target = root / artifact.name / artifact.version
+        target.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copytree(artifact.path, target, copy_function=_link_or_copy)
+    return root
+
+
+def _link_or_copy(src: str, dst: str) -> None:
+    try:
+        os.link(src, dst)
+    except OSError:
+        shutil.copy2(src, dst)
+
+
 def plan_variants(
-    store: Path, *, batching_modes: tuple[bool, ...] = (True, False)
+    stores: Sequence[Path], work: Path, *, batching_modes: tuple[bool, ...] = (True, False)
 ) -> tuple[list[Variant], list[str]]:
-    """The servers to run, and one line per variant that had to be skipped (with why)."""
-    artifacts = read_artifacts(store)
+    """The servers to run, and one line per variant that had to be skipped (with why).
+
+    Artifacts come from every store in `stores` (the published model_store/ and the benchmark's own fp32
+    builds); each variant gets its own store under `work` holding only its sentiment model and embedder.
+    """
+    artifacts = [a for store in stores for a in read_artifacts(store)]
     sentiment = pick_sentiment(artifacts)
     variants = [Variant("baseline", "PyTorch fp32 (FastAPI tutorial)", baseline=True)]
     skipped: list[str] = []
+    where = ", ".join(str(s) for s in stores)
     for precision, title in (
         ("fp32", "ONNX fp32"),
         ("int8", "ONNX int8"),
@@ -167,22 +200,27 @@ def plan_variants(
     ):
         chosen = sentiment[precision]
         if chosen is None:
+            hint = (
+                "python -m bench.prepare_store" if precision == "fp32" else "the conversion CLI (sweep/build)"
+            )
             skipped.append(
-                f"{title}: no CPU {precision} sentiment artifact in {store} "
-                "(build it with the conversion CLI)"
+                f"{title}: no CPU {precision} sentiment artifact in {where} (build it with {hint})"
             )
             continue
-        embedder = pick_embedder(artifacts, "fp32" if precision == "fp32" else "int8")
-        pins = [chosen.ref] + ([embedder.ref] if embedder else [])
+        embedder = pick_embedder(
+            artifacts, "fp32" if precision == "fp32" else "int8", compressed=precision == "pruned-int8"
+        )
+        served = [chosen] + ([embedder] if embedder else [])
+        store = link_store(served, work / precision)
         env = {
             "INFERENCE_MODEL_STORE": str(store),
-            "INFERENCE_PINNED_VERSIONS": ",".join(pins),
+            "INFERENCE_PINNED_VERSIONS": ",".join(a.ref for a in served),
             "INFERENCE_SENTIMENT_MODEL": chosen.name,
         }
         if embedder is not None:
             env["INFERENCE_RANKING_MODEL"] = embedder.name
             env["INFERENCE_RECOMMEND_MODEL"] = embedder.name
-        refs = tuple(pins)
+        refs = tuple(f"{a.ref} ({a.precision}{', pruned/distilled' if a.compressed else ''})" for a in served)
         for on in batching_modes:
             key = f"{precision}-{'batch' if on else 'nobatch'}"
             label = f"{title}, batching {'on' if on else 'off'}"

@@ -65,23 +65,41 @@ def test_picks_fp32_dynamic_int8_and_fastest_compressed(tmp_path: Path) -> None:
     assert picked["pruned-int8"].version == "6"
 
 
-def test_plan_pins_versions_and_skips_what_is_missing(tmp_path: Path) -> None:
-    publish(tmp_path, "review-sentiment", "1", "int8")
-    publish(tmp_path, "product-embedder", "1", "int8")
-    (tmp_path / ".tmp-x" / "9").mkdir(parents=True)  # half-written versions are ignored
-    variants, skipped = plan_variants(tmp_path)
-    keys = [v.key for v in variants]
-    assert keys == ["baseline", "int8-batch", "int8-nobatch"]
-    assert len(skipped) == 2
-    assert any("fp32" in line for line in skipped)
-    on = variants[1]
-    assert on.env["INFERENCE_PINNED_VERSIONS"] == "review-sentiment=1,product-embedder=1"
-    assert on.env["INFERENCE_BATCHING"] == "true"
+def test_plan_gives_each_variant_a_store_of_its_own_models(tmp_path: Path) -> None:
+    published, built = tmp_path / "model_store", tmp_path / "built"
+    publish(published, "review-sentiment", "1", "int8")
+    publish(published, "product-embedder", "1", "int8")
+    publish(published, "product-embedder", "2", "int8", recipe={"prune": {"heads_keep_fraction": 0.5}})
+    publish(built, "review-sentiment", "1", "fp32")
+    (published / "review-sentiment" / ".tmp-x" / "manifest.json").parent.mkdir(parents=True)
+    variants, skipped = plan_variants([published, built], tmp_path / "stores")
+    assert [v.key for v in variants] == [
+        "baseline",
+        "fp32-batch",
+        "fp32-nobatch",
+        "int8-batch",
+        "int8-nobatch",
+    ]
+    assert len(skipped) == 1
+    assert "pruned" in skipped[0]
+    fp32, int8 = variants[1], variants[3]
+    assert fp32.env["INFERENCE_BATCHING"] == "true"
     assert variants[2].env["INFERENCE_BATCHING"] == "false"
-    assert on.env["INFERENCE_MODEL_STORE"] == str(tmp_path)
+    # no fp32 embedder anywhere: the fp32 row falls back to the plain (unpruned) int8 one
+    assert fp32.env["INFERENCE_PINNED_VERSIONS"] == "review-sentiment=1,product-embedder=1"
+    for variant in (fp32, int8):
+        store = Path(variant.env["INFERENCE_MODEL_STORE"])
+        assert sorted(p.relative_to(store).as_posix() for p in store.glob("*/*")) == [
+            "product-embedder/1",
+            "review-sentiment/1",
+        ]
+    fp32_manifest = json.loads(
+        (Path(fp32.env["INFERENCE_MODEL_STORE"]) / "review-sentiment/1/manifest.json").read_text()
+    )
+    assert fp32_manifest["precision"] == "fp32"  # from the benchmark's own builds, not the published int8
 
 
 def test_empty_or_missing_store_gives_only_the_baseline(tmp_path: Path) -> None:
-    variants, skipped = plan_variants(tmp_path / "nothing")
+    variants, skipped = plan_variants([tmp_path / "nothing"], tmp_path / "stores")
     assert [v.key for v in variants] == ["baseline"]
     assert len(skipped) == 3

@@ -1,0 +1,41 @@
+from pathlib import Path
+
+from bench.prepare_store import fp32_recipe, prepare
+from tests.bench.test_variants import publish
+
+
+def test_fp32_recipe_drops_quantization_and_keeps_the_source() -> None:
+    recipe = {
+        "name": "product-embedder",
+        "source": "package:x",
+        "kind": "bi-encoder",
+        "quantize": {"method": "dynamic", "exclude_nodes": ["a"]},
+        "validation": {"ranking": {}},
+    }
+    out = fp32_recipe(recipe)
+    assert out["quantize"] == {"method": "none"}
+    assert out["validation"] == {"enabled": False}
+    assert (out["name"], out["source"], out["kind"]) == ("product-embedder", "package:x", "bi-encoder")
+    assert recipe["quantize"] == {"method": "dynamic", "exclude_nodes": ["a"]}  # input untouched
+
+
+def test_prepare_reports_what_is_missing_without_building(tmp_path: Path) -> None:
+    src, dst, recipes = tmp_path / "model_store", tmp_path / "built", tmp_path / "recipes"
+    publish(src, "review-sentiment", "1", "int8")
+    publish(src, "product-embedder", "1", "int8")
+    recipes.mkdir()
+    (recipes / "review-sentiment.fp32.yaml").write_text("name: review-sentiment\n")
+    lines = prepare(src, dst, recipes, build_missing=False)
+    assert lines == [
+        "review-sentiment fp32: missing (build it without --no-build)",
+        f"product-embedder fp32: no recipe at {recipes / 'product-embedder.fp32.yaml'} or "
+        f"{recipes / 'product-embedder.yaml'}",
+    ]
+
+
+def test_prepare_does_nothing_when_fp32_versions_exist(tmp_path: Path) -> None:
+    src, dst = tmp_path / "model_store", tmp_path / "built"
+    publish(src, "review-sentiment", "1", "int8")
+    publish(dst, "review-sentiment", "1", "fp32")
+    publish(dst, "product-embedder", "1", "fp32")
+    assert prepare(src, dst, tmp_path / "recipes", build_missing=False) == []
