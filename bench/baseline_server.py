@@ -58,6 +58,10 @@ def create_app(sentiment_checkpoint: Path | None = None, embedder_checkpoint: Pa
         os.environ.get("BENCH_EMBEDDER_CHECKPOINT", "") or minilm_path()
     )
 
+    threads = os.environ.get("BENCH_TORCH_THREADS")
+    if threads:  # default: PyTorch's own choice (one thread per core), as a tutorial leaves it
+        torch.set_num_threads(int(threads))
+
     app = FastAPI(title="baseline (PyTorch fp32, tutorial style)")
     sentiment_tokenizer = AutoTokenizer.from_pretrained(str(sentiment_dir))  # type: ignore[no-untyped-call]
     sentiment_model = AutoModelForSequenceClassification.from_pretrained(str(sentiment_dir)).eval()
