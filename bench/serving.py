@@ -81,6 +81,8 @@ def run_variant(
     env = dict(variant.env)
     if variant.baseline and args.sentiment_checkpoint:
         env["BENCH_SENTIMENT_CHECKPOINT"] = str(args.sentiment_checkpoint)
+    if variant.baseline and args.baseline_threads:
+        env["BENCH_TORCH_THREADS"] = str(args.baseline_threads)
     if not variant.baseline:
         env.update(args.service_env)
     print(f"\n== {variant.label}  {' '.join(variant.artifacts)}", flush=True)
@@ -167,6 +169,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--request-timeout", type=float, default=30.0)
     parser.add_argument(
         "--sentiment-checkpoint", type=Path, default=REPO_ROOT / "checkpoints" / "review-sentiment-finetuned"
+    )
+    parser.add_argument(
+        "--baseline-threads",
+        type=int,
+        default=0,
+        help="torch threads of the baseline (0: PyTorch's default, one per core). On a loaded machine "
+        "two spinning OpenMP threads can make it 50x slower than one: pick what is fastest there",
     )
     parser.add_argument(
         "--service-env",
