@@ -81,6 +81,8 @@ def run_variant(
     env = dict(variant.env)
     if variant.baseline and args.sentiment_checkpoint:
         env["BENCH_SENTIMENT_CHECKPOINT"] = str(args.sentiment_checkpoint)
+    if variant.baseline and args.embedder_checkpoint:
+        env["BENCH_EMBEDDER_CHECKPOINT"] = str(args.embedder_checkpoint)
     if variant.baseline and args.baseline_threads:
         env["BENCH_TORCH_THREADS"] = str(args.baseline_threads)
     if not variant.baseline:
@@ -169,6 +171,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--request-timeout", type=float, default=30.0)
     parser.add_argument(
         "--sentiment-checkpoint", type=Path, default=REPO_ROOT / "checkpoints" / "review-sentiment-finetuned"
+    )
+    parser.add_argument(
+        "--embedder-checkpoint", type=Path, help="baseline's bi-encoder (default: the packaged MiniLM)"
     )
     parser.add_argument(
         "--baseline-threads",
