@@ -116,6 +116,23 @@ def start_server(
     raise ServerFailed(f"{factory} not ready within {ready_timeout_s:.0f}s:\n{_tail(log_path)}")
 
 
+def wait_idle(port: int, *, max_s: float = 90.0, quick_s: float = 0.05) -> float:
+    """Wait until the server answers /readyz at once twice in a row (its backlog from the last cell is
+    done: the baseline keeps computing requests whose clients gave up); returns the seconds waited."""
+    start = time.perf_counter()
+    fast = 0
+    while fast < 2 and time.perf_counter() - start < max_s:
+        t0 = time.perf_counter()
+        try:
+            http_get(port, "/readyz", timeout=max_s)
+        except OSError:
+            time.sleep(0.2)
+            continue
+        fast = fast + 1 if time.perf_counter() - t0 < quick_s else 0
+        time.sleep(0.05)
+    return time.perf_counter() - start
+
+
 def stop_server_process(process: subprocess.Popen[bytes], timeout_s: float = 30.0) -> None:
     if process.poll() is not None:
         return

@@ -32,6 +32,7 @@ from bench.servers import (
     http_get,
     start_server,
     stop_server,
+    wait_idle,
 )
 from bench.variants import Variant, plan_variants
 
@@ -108,6 +109,9 @@ def run_variant(
                     )
                 )
                 after = scrape(server)
+                settled = wait_idle(server.port)
+                if settled > 1.0:
+                    print(f"   (waited {settled:.0f}s for the server's backlog)", flush=True)
                 s = result.stats
                 row = Row(
                     variant.key,
@@ -159,7 +163,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     parser.add_argument("--endpoints", default=",".join(ENDPOINTS))
     parser.add_argument("--concurrency", default="1,8,32,64")
-    parser.add_argument("--duration", type=float, default=10.0, help="measured seconds per cell")
+    parser.add_argument("--duration", type=float, default=8.0, help="measured seconds per cell")
     parser.add_argument("--warmup", type=float, default=2.0, help="unmeasured seconds before each cell")
     parser.add_argument(
         "--variants",
@@ -168,7 +172,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     parser.add_argument("--batching", default="on,off", help="service batching modes to run: on,off")
     parser.add_argument("--payloads", type=int, default=2000, help="distinct request bodies per endpoint")
-    parser.add_argument("--request-timeout", type=float, default=30.0)
+    parser.add_argument("--request-timeout", type=float, default=20.0)
     parser.add_argument(
         "--sentiment-checkpoint", type=Path, default=REPO_ROOT / "checkpoints" / "review-sentiment-finetuned"
     )
