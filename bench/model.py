@@ -190,7 +190,12 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("--store", type=Path, default=REPO_ROOT / "model_store")
+    parser.add_argument(
+        "--store",
+        type=Path,
+        action="append",
+        help="model store(s) to read (default: model_store/ and bench_results/built/)",
+    )
     parser.add_argument("--model", type=Path, action="append", default=[], help="an ONNX file (repeatable)")
     parser.add_argument("--batches", default="1,8,32")
     parser.add_argument("--seqs", default="16,64,128")
@@ -214,14 +219,18 @@ def main(argv: list[str] | None = None) -> int:
 
     targets: list[tuple[str, str, Path]] = [(p.stem, "?", p) for p in args.model]
     if not args.model:
-        for a in read_artifacts(args.store):
+        stores = args.store or [REPO_ROOT / "model_store", RESULTS_DIR / "built"]
+        for a in [a for store in stores for a in read_artifacts(store)]:
             if a.providers and "CPUExecutionProvider" not in a.providers:
                 print(f"skipped {a.ref}: built for {', '.join(a.providers)}")
                 continue
             onnx_file = json.loads((a.path / "manifest.json").read_text()).get("onnx_file", "model.onnx")
-            targets.append((a.ref, a.precision, a.path / onnx_file))
+            label = f"{a.ref} {a.precision}{' pruned' if a.compressed else ''}"
+            if RESULTS_DIR in a.path.parents:
+                label += " (bench build)"
+            targets.append((label, a.precision, a.path / onnx_file))
     if not targets:
-        print(f"nothing to measure: no artifact in {args.store} and no --model")
+        print("nothing to measure: no artifact in the stores and no --model")
         return 1
     sizes = (1024,) if args.quick else (1024, 2048)
     peaks = measure_peaks(args.peak_seconds, sizes)
