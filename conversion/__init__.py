@@ -1,1 +1,1 @@
-"""Offline conversion: fine-tuned Hugging Face checkpoints -> validated, compressed ONNX versions in model_store/."""
+"""Offline conversion: fine-tuned Hugging Face checkpoints -> validated, compressed ONNX in model_store/."""
