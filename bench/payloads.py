@@ -23,6 +23,9 @@ Endpoint = Literal["sentiment", "rank", "recommend"]
 ENDPOINTS: tuple[Endpoint, ...] = ("sentiment", "rank", "recommend")
 PATHS: dict[Endpoint, str] = {"sentiment": "/v1/sentiment", "rank": "/v1/rank", "recommend": "/v1/recommend"}
 SENTIMENT_FILES = ("uci_amazon", "uci_yelp", "uci_imdb", "sst2_validation")
+# Distinct rank titles: more than the service's default embedding cache (20,000) holds, so that rank cells
+# measure a mix of cached and computed embeddings rather than the cache alone.
+RANK_POOL = 50_000
 
 _STYLES = (
     "Modern",
@@ -208,7 +211,7 @@ def build_payloads(
         return sentiment_payloads(review_texts(data_root), count, rng, texts_per_request)
     queries = wands_queries(data_root)
     if endpoint == "rank":
-        return rank_payloads(queries, product_titles(queries, 5000, rng), count, rng)
+        return rank_payloads(queries, product_titles(queries, RANK_POOL, rng), count, rng)
     if ml_dir is not None:
         titles, histories = movielens(ml_dir)
     else:  # no MovieLens: product titles and random histories over them
