@@ -77,6 +77,7 @@ def run_variant(
     concurrency: list[int],
     args: argparse.Namespace,
     log_dir: Path,
+    startup: dict[str, dict[str, float]],
 ) -> list[Row]:
     factory = BASELINE_FACTORY if variant.baseline else SERVICE_FACTORY
     env = dict(variant.env)
@@ -92,6 +93,7 @@ def run_variant(
     server = start_server(factory, env, log_dir / f"{variant.key}.log")
     rss_ready = memory_kib(server.pid).get("VmRSS", 0) / 1024
     print(f"   ready in {server.ready_s:.1f}s, RSS {rss_ready:.0f} MB", flush=True)
+    startup[variant.key] = {"ready_s": round(server.ready_s, 2), "rss_ready_mb": round(rss_ready, 1)}
     rows: list[Row] = []
     try:
         for endpoint, bodies in payloads.items():
@@ -247,9 +249,12 @@ def main(argv: list[str] | None = None) -> int:
     use_uvloop()
     rows: list[Row] = []
     failures: list[str] = []
+    startup: dict[str, dict[str, float]] = {}
     for variant in variants:
         try:
-            rows.extend(run_variant(variant, payloads, concurrency, args, args.out / f"logs-{stamp}"))
+            rows.extend(
+                run_variant(variant, payloads, concurrency, args, args.out / f"logs-{stamp}", startup)
+            )
         except ServerFailed as exc:
             failures.append(f"{variant.label}: {exc}")
             print(f"   FAILED: {exc}", flush=True)
@@ -259,6 +264,10 @@ def main(argv: list[str] | None = None) -> int:
     print("\n" + table + "\n")
     for line in targets or ["targets: no sentiment cells at c=32/64 with a baseline to compare"]:
         print(line)
+    started = [
+        f"{key}: ready in {v['ready_s']:.1f} s, RSS {v['rss_ready_mb']:.0f} MB" for key, v in startup.items()
+    ]
+    print("startup: " + "; ".join(started))
     meta = {
         "command": command,
         "machine": info,
@@ -269,11 +278,16 @@ def main(argv: list[str] | None = None) -> int:
         "failures": failures,
         "variants": {v.key: {"label": v.label, "artifacts": v.artifacts, "env": v.env} for v in variants},
         "load_average_end": describe()["load_average"],
+        "startup": startup,
     }
     for name in (f"serving-{stamp}", "serving-latest"):
         write_json(args.out / f"{name}.json", meta, rows)
         (args.out / f"{name}.md").write_text(
-            f"`{command}`\n\n{headline(info)}\n\n{table}\n\n" + "\n".join(targets) + "\n"
+            f"`{command}`\n\n{headline(info)}\n\n{table}\n\n"
+            + "\n".join(targets)
+            + "\n\nstartup: "
+            + "; ".join(started)
+            + "\n"
         )
         plot_png(args.out / f"{name}.png", rows, f"{command} | {headline(info)}")
     print(f"\nwrote {args.out}/serving-{stamp}.json/.md/.png")
