@@ -23,6 +23,8 @@ def test_side_by_side_run_writes_rows_for_every_server_and_endpoint(
             str(tiny_checkpoints["sequence-classification"]),
             "--embedder-checkpoint",
             str(tiny_checkpoints["bi-encoder"]),
+            "--baseline-threads",
+            "1",  # two spinning OpenMP threads on a busy CI core can stall a 0.6 s cell
             "--endpoints",
             "sentiment,rank,recommend",
             "--concurrency",
