@@ -187,3 +187,32 @@ def test_pruned_and_distilled_build_exports_a_smaller_graph(
     assert (32, 96) not in shapes
     assert (32, 48) in shapes
     assert manifest["optimization"]["fused_ops"]["Attention"] == 2
+
+
+@pytest.mark.parametrize(
+    ("quantize", "provider", "precision", "marker_op"),
+    [
+        ({"method": "fp16"}, "CUDAExecutionProvider", "fp16", "Cast"),
+        ({"method": "static", "calibration_texts": 32}, "CPUExecutionProvider", "int8", "QuantizeLinear"),
+    ],
+)
+def test_fp16_and_static_builds(
+    tiny_checkpoints: dict[str, Path],
+    tmp_path: Path,
+    quantize: dict[str, object],
+    provider: str,
+    precision: str,
+    marker_op: str,
+) -> None:
+    from conversion.pipeline import build
+    from conversion.recipe import parse_recipe
+
+    data = tiny_recipe_data("sequence-classification", tiny_checkpoints["sequence-classification"])
+    data |= {"quantize": quantize, "provider": provider}
+    path = build(parse_recipe(data), tmp_path / "store", quiet=True)
+    manifest = json.loads((path / "manifest.json").read_text())
+    assert manifest["precision"] == precision
+    assert manifest["execution_providers"] == [provider]
+    assert manifest["benchmark"]["intended_provider"] == provider
+    assert manifest["validation"]["passed"] is True
+    assert op_counts(path / "model.onnx").get(marker_op, 0) > 0
