@@ -206,4 +206,32 @@ def run_sweep(
     print(format_sweep(rows))
     if plot_path is not None:
         print(f"plot: {plot_sweep(rows, plot_path)}")
+        print(f"rows: {write_rows(rows, plot_path.with_suffix('.json'))}")
     return rows
+
+
+def write_rows(rows: list[SweepRow], path: Path) -> Path:
+    """Every row with its latency per (batch, sequence) point, for later comparison."""
+    import json
+
+    data = [
+        {
+            "recipe": str(r.recipe_path),
+            "name": r.name,
+            "passed": r.passed,
+            "error": r.error,
+            "metric": r.metric,
+            "size_mb": r.size_mb,
+            "latency_ms": r.latency_ms,
+            "speedup": r.speedup,
+            "published": str(r.published) if r.published else None,
+            "latencies": [
+                {"batch_size": b, "sequence_length": s, "latency_ms_p50": ms}
+                for (b, s), ms in r.latencies.items()
+            ],
+        }
+        for r in rows
+    ]
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(data, indent=2), encoding="utf-8")
+    return path

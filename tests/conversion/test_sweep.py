@@ -51,6 +51,9 @@ def test_sweep_publishes_only_the_fastest_passing_build(
     manifest = json.loads((store / "product-embedder" / "1" / "manifest.json").read_text())
     assert manifest["precision"] == ("int8" if winner is rows[0] else "fp32")
     assert plot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    saved = json.loads(plot.with_suffix(".json").read_text())
+    assert [r["passed"] for r in saved] == [True, False, True]
+    assert saved[1]["latencies"]
     table = format_sweep(rows)
     assert "FAILED" in table
     assert "published" in table
