@@ -201,7 +201,7 @@ def run_sweep(
                 candidates = [i for i, r in enumerate(rows) if r.name == name and r.passed and i in results]
                 if candidates:
                     best = min(candidates, key=lambda i: rows[i].latency_ms or math.inf)
-                    rows[best].published = publish_result(results[best], store_root)
+                    rows[best].published = publish_result(results[best], store_root, Progress(total=1))
     print()
     print(format_sweep(rows))
     if plot_path is not None:
