@@ -1,6 +1,7 @@
 """The benchmark's own builds: the variants the serving benchmark compares that model_store/ does not
-publish (fp32 builds of the default recipes), built with the conversion CLI into a store of their own, so
-that benchmark-only versions never become the newest version the service serves by default.
+publish (fp32 builds of the default recipes, built with the conversion CLI; int8 copies with bench.rewrite's
+LayerNorm rewrite), in a store of their own, so that benchmark-only versions never become the newest
+version the service serves by default.
 
     .venv/bin/python -m bench.prepare_store            # -> bench_results/built
 """
@@ -8,15 +9,28 @@ that benchmark-only versions never become the newest version the service serves 
 from __future__ import annotations
 
 import argparse
+import hashlib
+import json
+import shutil
 import subprocess
 import sys
 import tempfile
 from pathlib import Path
 
+import onnx
 import yaml
 
 from bench.paths import REPO_ROOT, RESULTS_DIR
-from bench.variants import EMBEDDER_MODEL, SENTIMENT_MODEL, pick_embedder, pick_sentiment, read_artifacts
+from bench.rewrite import unfuse_skip_layernorm
+from bench.variants import (
+    EMBEDDER_MODEL,
+    REWRITE_KEY,
+    SENTIMENT_MODEL,
+    Artifact,
+    pick_embedder,
+    pick_sentiment,
+    read_artifacts,
+)
 
 
 def fp32_recipe(recipe: dict[str, object]) -> dict[str, object]:
@@ -85,6 +99,68 @@ def prepare(src: Path, dst: Path, recipes: Path, *, build_missing: bool = True) 
     return lines
 
 
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        for chunk in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def rewrite_copy(artifact: Artifact, dst: Path) -> tuple[Path, int]:
+    """A new version in `dst` of `artifact` with the LayerNorm rewrite; manifest hashes updated."""
+    manifest = json.loads((artifact.path / "manifest.json").read_text())
+    folder = dst / artifact.name
+    versions = [int(p.name) for p in folder.glob("*") if p.name.isdigit()] if folder.is_dir() else []
+    version = str(max(versions, default=0) + 1)
+    folder.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=".tmp-", dir=folder))
+    for name in manifest.get("files", {}):  # exactly the files the manifest vouches for
+        shutil.copy2(artifact.path / name, staging / name)
+    onnx_file = manifest.get("onnx_file", "model.onnx")
+    model = onnx.load(str(staging / onnx_file))
+    replaced = unfuse_skip_layernorm(model)
+    onnx.save(model, str(staging / onnx_file))
+    manifest["version"] = version
+    manifest["recipe"] = {
+        **manifest.get("recipe", {}),
+        REWRITE_KEY: {"rewrite": "unfuse-skip-layernorm", "from": str(artifact.path), "replaced": replaced},
+    }
+    manifest["files"] = {**manifest.get("files", {}), onnx_file: _sha256(staging / onnx_file)}
+    manifest["size_bytes"] = (staging / onnx_file).stat().st_size
+    (staging / "manifest.json").write_text(json.dumps(manifest, indent=2))
+    staging.rename(folder / version)
+    return folder / version, replaced
+
+
+def rewrite_missing(src: Path, dst: Path) -> list[str]:
+    """LayerNorm-rewritten copies of the int8 artifacts the serving benchmark uses (once each)."""
+    artifacts = read_artifacts(src)
+    done = {
+        str(a.recipe[REWRITE_KEY].get("from"))
+        for a in read_artifacts(dst)
+        if a.rewritten and isinstance(a.recipe.get(REWRITE_KEY), dict)
+    }
+    picked = pick_sentiment(artifacts)
+    wanted = [
+        picked["int8"],
+        picked["pruned-int8"],
+        pick_embedder(artifacts, "int8"),
+        pick_embedder(artifacts, "int8", compressed=True),
+    ]
+    lines = []
+    seen: set[Path] = set()
+    for artifact in wanted:
+        if artifact is None or artifact.precision != "int8" or artifact.path in seen:
+            continue
+        seen.add(artifact.path)
+        if str(artifact.path) in done:
+            continue
+        path, replaced = rewrite_copy(artifact, dst)
+        lines.append(f"{artifact.ref} int8: {replaced} SkipLayerNormalization rewritten -> {path}")
+    return lines
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -97,6 +173,9 @@ def main(argv: list[str] | None = None) -> int:
     args.store.mkdir(parents=True, exist_ok=True)
     for line in prepare(args.source, args.store, args.recipes, build_missing=not args.no_build):
         print(line, flush=True)
+    if not args.no_build:
+        for line in rewrite_missing(args.source, args.store):
+            print(line, flush=True)
     return 0
 
 
