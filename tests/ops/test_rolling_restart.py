@@ -5,7 +5,8 @@ Two "old" servers sit behind nginx. Each is replaced the way the Deployment repl
 old one gets SIGTERM and drains. The first replacement is the worst case, where the proxy keeps sending
 to the old server while it drains (endpoint removal lagging behind SIGTERM): its 503s and refused
 connections must be retried by nginx. The second is the intended order: out of the upstreams first
-(readiness), a preStop pause, then SIGTERM, and the requests it still holds must finish.
+(readiness; the reload returns once the new configuration serves), then SIGTERM while the old nginx
+worker may still hold requests to it: those must finish.
 """
 
 from __future__ import annotations
@@ -99,7 +100,7 @@ def test_rolling_restart_fails_no_request(tiny_store: Path, tmp_path: Path) -> N
             seen = wait_for_requests(nginx, seen + 20)  # the proxy notices the refused connections
             nginx.set_upstreams([old_b.port, new_a.port])
 
-            # 2. As Kubernetes intends: out of the endpoints, preStop pause, then SIGTERM and drain.
+            # 2. As Kubernetes intends: out of the endpoints first, then SIGTERM and drain.
             new_b = start_server()
             new_b.wait_ready()
             nginx.set_upstreams([old_b.port, new_a.port, new_b.port])
