@@ -156,17 +156,22 @@ def prepare(
     timings["export"] = time.perf_counter() - t
 
     texts = parity_texts(recipe, recipe.parity.texts)
-    parity: dict[str, Any] = {}
-    t = time.perf_counter()
-    with progress.step("parity", f"{len(texts)} texts, atol {recipe.parity.atol:g}"):
-        parity["export"] = check_parity(
+
+    def parity_of(graph: Path, raise_on_failure: bool = True) -> dict[str, Any]:
+        return check_parity(
             model,
-            fp32_path,
+            graph,
             texts,
             max_length=recipe.max_sequence_length,
             atol=recipe.parity.atol,
             batch_size=recipe.parity.batch_size,
+            raise_on_failure=raise_on_failure,
         ).as_dict()
+
+    parity: dict[str, Any] = {}
+    t = time.perf_counter()
+    with progress.step("parity", f"{len(texts)} texts, atol {recipe.parity.atol:g}"):
+        parity["export"] = parity_of(fp32_path)
     timings["parity"] = time.perf_counter() - t
 
     graph = fp32_path
@@ -181,14 +186,7 @@ def prepare(
             hidden = 0 if pruned else int(config.get("hidden_size", 0))
             fused = optimize_onnx(fp32_path, graph, num_heads=heads, hidden_size=hidden)
             optimization = {"applied": True, "fused_ops": fused}
-            parity["optimized"] = check_parity(
-                model,
-                graph,
-                texts,
-                max_length=recipe.max_sequence_length,
-                atol=recipe.parity.atol,
-                batch_size=recipe.parity.batch_size,
-            ).as_dict()
+            parity["optimized"] = parity_of(graph)
     timings["optimize"] = time.perf_counter() - t
 
     artifact = work_dir / "model.onnx"
@@ -206,15 +204,7 @@ def prepare(
                 input_names=model.module.input_names,
             )
         apply_precision(recipe.quantize, graph, artifact, reader)
-        parity["artifact"] = check_parity(
-            model,
-            artifact,
-            texts,
-            max_length=recipe.max_sequence_length,
-            atol=recipe.parity.atol,
-            batch_size=recipe.parity.batch_size,
-            raise_on_failure=False,
-        ).as_dict()
+        parity["artifact"] = parity_of(artifact, raise_on_failure=False)
         parity["artifact"]["gated"] = False
     timings["precision"] = time.perf_counter() - t
     if progress.enabled:
