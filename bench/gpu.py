@@ -12,6 +12,7 @@ import contextlib
 import json
 import statistics
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -64,12 +65,22 @@ def time_iobinding(
         binding.bind_ortvalue_input(name, value)
     for output in session.get_outputs():
         binding.bind_output(output.name, "cuda", 0)
+    # run_with_iobinding synchronises the stream before it returns
+    return _time(lambda: session.run_with_iobinding(binding), batch, seq, warmup=warmup, iters=iters)
+
+
+def time_host_copies(session: Any, batch: int, seq: int, *, warmup: int, iters: int) -> dict[str, float]:
+    feeds = _inputs(session, batch, seq, np.random.default_rng(0))
+    return _time(lambda: session.run(None, feeds), batch, seq, warmup=warmup, iters=iters)
+
+
+def _time(run: Callable[[], object], batch: int, seq: int, *, warmup: int, iters: int) -> dict[str, float]:
     for _ in range(warmup):
-        session.run_with_iobinding(binding)
+        run()
     samples = []
     for _ in range(iters):
         start = time.perf_counter()
-        session.run_with_iobinding(binding)  # synchronises the stream before it returns
+        run()
         samples.append(time.perf_counter() - start)
     median = statistics.median(samples)
     return {
@@ -77,24 +88,6 @@ def time_iobinding(
         "sequence_length": seq,
         "latency_ms_p50": median * 1e3,
         "latency_ms_min": min(samples) * 1e3,
-        "sequences_per_s": batch / median,
-    }
-
-
-def time_host_copies(session: Any, batch: int, seq: int, *, warmup: int, iters: int) -> dict[str, float]:
-    feeds = _inputs(session, batch, seq, np.random.default_rng(0))
-    for _ in range(warmup):
-        session.run(None, feeds)
-    samples = []
-    for _ in range(iters):
-        start = time.perf_counter()
-        session.run(None, feeds)
-        samples.append(time.perf_counter() - start)
-    median = statistics.median(samples)
-    return {
-        "batch_size": batch,
-        "sequence_length": seq,
-        "latency_ms_p50": median * 1e3,
         "sequences_per_s": batch / median,
     }
 
