@@ -3,7 +3,10 @@ smaller student (fewer layers, initialised from the teacher) on the teacher's so
 
 Losses: classifiers, KL divergence of temperature-softened probabilities (x T^2), plus optional
 cross-entropy on hard labels; cross-encoders, MSE on scores; bi-encoders, 1 - cosine of the mean-pooled,
-L2-normalised embeddings.
+L2-normalised embeddings. Optionally (`hidden_loss_weight`), an intermediate-layer loss: MSE between the
+student's and the teacher's hidden states (embeddings and every layer, non-padding tokens), which needs the
+same hidden size (pruning heads/FFN keeps it); a student with fewer layers is matched to evenly spaced
+teacher layers (student layer j of n to teacher layer (j + 1) * N / n - 1, the top to the top).
 """
 
 from __future__ import annotations
@@ -40,6 +43,9 @@ class DistillConfig(BaseModel):
     max_length: int = Field(64, ge=8)
     temperature: float = Field(2.0, gt=0)
     hard_label_weight: float = Field(0.0, ge=0, description="weight of cross-entropy on the TSV's labels")
+    hidden_loss_weight: float = Field(
+        0.0, ge=0, description="weight of the MSE between student and teacher hidden states (0: output only)"
+    )
     freeze_word_embeddings: bool = True
     seed: int = 0
     threads: int = Field(2, ge=1)
@@ -65,6 +71,56 @@ def model_output(model: nn.Module, batch: dict[str, torch.Tensor], kind: ModelKi
         return mean_pool_normalize(out.last_hidden_state, batch["attention_mask"])
     logits: torch.Tensor = out.logits
     return logits
+
+
+def _hf_model(model: nn.Module) -> nn.Module:
+    inner = getattr(model, "model", None)  # conversion.modeling.InferenceModule wraps the HF model
+    return inner if isinstance(inner, nn.Module) else model
+
+
+def outputs_and_hidden(
+    model: nn.Module, batch: dict[str, torch.Tensor], kind: ModelKind
+) -> tuple[torch.Tensor, tuple[torch.Tensor, ...]]:
+    """What `model_output` returns, plus the hidden states (embeddings output, then every layer's)."""
+    inputs = dict(batch)
+    if getattr(model, "uses_token_type_ids", True) is False:
+        inputs.pop("token_type_ids", None)
+    out = _hf_model(model)(**inputs, output_hidden_states=True)
+    hidden: tuple[torch.Tensor, ...] = tuple(out.hidden_states)
+    if kind == "bi-encoder":
+        from conversion.modeling import mean_pool_normalize
+
+        return mean_pool_normalize(out.last_hidden_state, batch["attention_mask"]), hidden
+    logits: torch.Tensor = out.logits
+    return logits, hidden
+
+
+def layer_map(student_layers: int, teacher_layers: int) -> list[int]:
+    """For each student layer, the teacher layer whose output it imitates (the top one maps to the top)."""
+    if not 1 <= student_layers <= teacher_layers:
+        raise ValueError(
+            f"a student with {student_layers} layers cannot imitate {teacher_layers} teacher layers"
+        )
+    return [(j + 1) * teacher_layers // student_layers - 1 for j in range(student_layers)]
+
+
+def hidden_state_loss(
+    student: Sequence[torch.Tensor], teacher: Sequence[torch.Tensor], attention_mask: torch.Tensor
+) -> torch.Tensor:
+    """Mean over matched layers (and the embeddings) of the per-token MSE, padding excluded."""
+    if student[0].shape[-1] != teacher[0].shape[-1]:
+        raise ValueError(
+            f"hidden sizes differ (student {student[0].shape[-1]}, teacher {teacher[0].shape[-1]}); "
+            "the hidden-state loss needs equal sizes"
+        )
+    pairs = [(student[0], teacher[0])]
+    pairs += [
+        (student[j + 1], teacher[t + 1]) for j, t in enumerate(layer_map(len(student) - 1, len(teacher) - 1))
+    ]
+    mask = attention_mask.unsqueeze(-1).to(student[0].dtype)
+    tokens = mask.sum().clamp(min=1) * student[0].shape[-1]
+    total = sum((((s - t) ** 2) * mask).sum() / tokens for s, t in pairs)
+    return torch.as_tensor(total) / len(pairs)
 
 
 def distillation_loss(
@@ -162,15 +218,13 @@ def recover_by_distillation(
             for idx in length_grouped_batches(lengths, cfg.batch_size, rng):
                 batch = _tokenize(tokenizer, [texts[i] for i in idx], cfg.max_length)
                 batch = {k: v.to(device) for k, v in batch.items()}
-                with torch.no_grad():
-                    target = model_output(teacher, batch, kind)
-                loss = distillation_loss(
-                    model_output(student, batch, kind),
-                    target,
+                loss = _training_loss(
+                    student,
+                    teacher,
+                    batch,
                     kind,
-                    cfg.temperature,
+                    cfg,
                     label_tensor[idx].to(device) if label_tensor is not None else None,
-                    cfg.hard_label_weight,
                 )
                 loss.backward()  # type: ignore[no-untyped-call]
                 torch.nn.utils.clip_grad_norm_(params, 1.0)
@@ -184,6 +238,26 @@ def recover_by_distillation(
     for p, wanted in zip(teacher.parameters(), teacher_grad, strict=True):
         p.requires_grad_(wanted)
     return student.eval()
+
+
+def _training_loss(
+    student: nn.Module,
+    teacher: nn.Module,
+    batch: dict[str, torch.Tensor],
+    kind: ModelKind,
+    cfg: DistillConfig,
+    labels: torch.Tensor | None,
+) -> torch.Tensor:
+    if cfg.hidden_loss_weight == 0:
+        with torch.no_grad():
+            target = model_output(teacher, batch, kind)
+        output = model_output(student, batch, kind)
+        return distillation_loss(output, target, kind, cfg.temperature, labels, cfg.hard_label_weight)
+    with torch.no_grad():
+        target, target_hidden = outputs_and_hidden(teacher, batch, kind)
+    output, hidden = outputs_and_hidden(student, batch, kind)
+    loss = distillation_loss(output, target, kind, cfg.temperature, labels, cfg.hard_label_weight)
+    return loss + cfg.hidden_loss_weight * hidden_state_loss(hidden, target_hidden, batch["attention_mask"])
 
 
 def _word_embeddings(model: nn.Module) -> torch.Tensor | None:

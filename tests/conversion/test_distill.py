@@ -1,19 +1,26 @@
 import copy
 from pathlib import Path
+from typing import Any
 
 import pytest
 import torch
+from pydantic import ValidationError
 
 from conversion.data import DataError
 from conversion.distill import (
     DistillConfig,
     distill_checkpoint,
     every_other_layer,
+    hidden_state_loss,
+    layer_map,
     mean_distillation_loss,
+    outputs_and_hidden,
     recover_by_distillation,
 )
+from conversion.errors import RecipeError
 from conversion.kinds import ModelKind
 from conversion.prune import PruneConfig, drop_layers, encoder_layers, prune_model
+from conversion.recipe import parse_recipe
 
 from .compression_helpers import KIND_TEXTS, batches, load_hf, tokenizer_of
 
@@ -79,3 +86,109 @@ def test_every_other_layer_keeps_the_top_one() -> None:
     assert every_other_layer(6) == [1, 3, 5]
     assert every_other_layer(5) == [0, 2, 4]
     assert every_other_layer(1) == [0]
+
+
+def _mean_hidden_loss(
+    student: torch.nn.Module, teacher: torch.nn.Module, kind: ModelKind, tok: Any, texts: list[str]
+) -> float:
+    student.eval()
+    losses = []
+    with torch.no_grad():
+        for batch in batches(tok, texts, 8):
+            _, hidden = outputs_and_hidden(student, batch, kind)
+            _, target = outputs_and_hidden(teacher, batch, kind)
+            losses.append(float(hidden_state_loss(hidden, target, batch["attention_mask"])))
+    return sum(losses) / len(losses)
+
+
+@pytest.mark.parametrize(
+    ("kind", "drop"),
+    [("sequence-classification", []), ("bi-encoder", []), ("sequence-classification", [0])],
+)
+def test_the_hidden_state_loss_brings_every_layer_closer_to_the_teacher(
+    tiny_checkpoints: dict[str, Path], kind: ModelKind, drop: list[int]
+) -> None:
+    path = tiny_checkpoints[kind]
+    teacher, tok = load_hf(path, kind), tokenizer_of(path)
+    torch.manual_seed(0)
+    with torch.no_grad():
+        for weight in teacher.parameters():
+            if weight.ndim == 2:
+                weight.normal_(0, 0.2)
+    student = prune_model(
+        drop_layers(copy.deepcopy(teacher), drop),
+        PruneConfig(heads_keep_fraction=0.5, ffn_keep_fraction=0.5, importance_texts=8),
+        batches(tok, KIND_TEXTS),
+    )
+    cfg = DistillConfig(
+        max_texts=len(TRAIN_TEXTS), epochs=3, batch_size=8, lr=3e-3, temperature=1.0, hidden_loss_weight=1.0
+    )
+    before = _mean_hidden_loss(student, teacher, kind, tok, TRAIN_TEXTS)
+    output_before = mean_distillation_loss(student, teacher, kind, tok, TRAIN_TEXTS, cfg)
+
+    recover_by_distillation(student, teacher, kind, tok, TRAIN_TEXTS, cfg)
+
+    assert _mean_hidden_loss(student, teacher, kind, tok, TRAIN_TEXTS) < 0.7 * before
+    assert mean_distillation_loss(student, teacher, kind, tok, TRAIN_TEXTS, cfg) < output_before
+    assert not student.training
+
+
+def test_the_hidden_state_loss_reads_through_the_inference_wrapper(loaded_sentiment: Any) -> None:
+    """compress() distils conversion.modeling.InferenceModule; its hidden states are the HF model's."""
+    tok = loaded_sentiment.tokenizer
+    batch = batches(tok, KIND_TEXTS, 8)[0]
+    with torch.no_grad():
+        logits, hidden = outputs_and_hidden(loaded_sentiment.module, batch, "sequence-classification")
+        expected = loaded_sentiment.module(**batch)
+    assert torch.allclose(logits, expected, atol=1e-5)
+    n_layers = loaded_sentiment.module.model.config.num_hidden_layers
+    assert len(hidden) == n_layers + 1
+    zero = hidden_state_loss(hidden, hidden, batch["attention_mask"])
+    assert float(zero) == 0.0
+
+
+def test_padding_does_not_count_in_the_hidden_state_loss() -> None:
+    student = (torch.zeros(1, 3, 4), torch.zeros(1, 3, 4))
+    teacher = (torch.zeros(1, 3, 4), torch.zeros(1, 3, 4))
+    teacher[1][0, 2] = 100.0  # the padded position
+    mask = torch.tensor([[1, 1, 0]])
+    assert float(hidden_state_loss(student, teacher, mask)) == 0.0
+    teacher[1][0, 0] = 2.0
+    # (2^2 * 4 values) / (2 tokens * 4 values), averaged over embeddings + 1 layer
+    assert float(hidden_state_loss(student, teacher, mask)) == pytest.approx(1.0)
+
+
+def test_hidden_sizes_must_match() -> None:
+    with pytest.raises(ValueError, match="hidden sizes differ"):
+        hidden_state_loss((torch.zeros(1, 2, 4),), (torch.zeros(1, 2, 8),), torch.ones(1, 2))
+
+
+def test_student_layers_imitate_evenly_spaced_teacher_layers() -> None:
+    assert layer_map(6, 6) == [0, 1, 2, 3, 4, 5]
+    assert layer_map(3, 6) == [1, 3, 5]
+    assert layer_map(2, 6) == [2, 5]
+    assert layer_map(1, 4) == [3]
+    with pytest.raises(ValueError, match="cannot imitate"):
+        layer_map(7, 6)
+
+
+def test_hidden_loss_weight_is_configured_from_the_recipe() -> None:
+    assert DistillConfig().hidden_loss_weight == 0.0  # existing recipes train as before
+    with pytest.raises(ValidationError):
+        DistillConfig(hidden_loss_weight=-0.5)
+    with pytest.raises(ValidationError):
+        DistillConfig.model_validate({"hidden_weight": 1.0})
+    data: dict[str, Any] = {
+        "name": "review-sentiment",
+        "source": "checkpoints/x",
+        "kind": "sequence-classification",
+        "labels": ["negative", "positive"],
+        "prune": {"heads_keep_fraction": 0.5},
+        "distill": {"hidden_loss_weight": 2.0, "max_texts": 16},
+    }
+    recipe = parse_recipe(data)
+    assert recipe.distill is not None
+    assert recipe.distill.hidden_loss_weight == 2.0
+    data["distill"]["hidden_loss_weight"] = -1
+    with pytest.raises(RecipeError, match="hidden_loss_weight"):
+        parse_recipe(data)
