@@ -1,7 +1,7 @@
 """The benchmark's own builds: the variants the serving benchmark compares that model_store/ does not
-publish (fp32 builds of the default recipes, built with the conversion CLI; int8 copies with bench.rewrite's
-LayerNorm rewrite), in a store of their own, so that benchmark-only versions never become the newest
-version the service serves by default.
+publish (fp32 builds of the default recipes; the pruned + distilled int8 sentiment recipe), built with the
+conversion CLI into a store of their own, so that benchmark-only versions never become the newest version
+the service serves by default. A build the accuracy gate refuses is reported and not published.
 
     .venv/bin/python -m bench.prepare_store            # -> bench_results/built
 """
@@ -9,28 +9,17 @@ version the service serves by default.
 from __future__ import annotations
 
 import argparse
-import hashlib
-import json
-import shutil
 import subprocess
 import sys
 import tempfile
 from pathlib import Path
 
-import onnx
 import yaml
 
 from bench.paths import REPO_ROOT, RESULTS_DIR
-from bench.rewrite import unfuse_skip_layernorm
-from bench.variants import (
-    EMBEDDER_MODEL,
-    REWRITE_KEY,
-    SENTIMENT_MODEL,
-    Artifact,
-    pick_embedder,
-    pick_sentiment,
-    read_artifacts,
-)
+from bench.variants import EMBEDDER_MODEL, SENTIMENT_MODEL, pick_embedder, pick_sentiment, read_artifacts
+
+PRUNED_RECIPE = f"{SENTIMENT_MODEL}.pruned-int8.yaml"
 
 
 def fp32_recipe(recipe: dict[str, object]) -> dict[str, object]:
@@ -46,8 +35,8 @@ def fp32_recipe(recipe: dict[str, object]) -> dict[str, object]:
     return out
 
 
-def build(recipe: dict[str, object], store: Path, work: Path) -> tuple[bool, str]:
-    path = work / f"{recipe['name']}-fp32.yaml"
+def build(recipe: dict[str, object], store: Path, work: Path, suffix: str = "fp32") -> tuple[bool, str]:
+    path = work / f"{recipe['name']}-{suffix}.yaml"
     path.write_text(yaml.safe_dump(recipe, sort_keys=False))
     result = subprocess.run(
         [
@@ -96,69 +85,21 @@ def prepare(src: Path, dst: Path, recipes: Path, *, build_missing: bool = True) 
             recipe = yaml.safe_load(source.read_text())
             ok, tail = build(fp32_recipe(recipe), dst, Path(tmp))
             lines.append(f"{name} fp32 from {source.name}: {'built' if ok else 'FAILED'} ({tail})")
+        if pick_sentiment(artifacts)["pruned-int8"] is None:
+            lines.append(build_pruned(recipes / PRUNED_RECIPE, dst, Path(tmp), build_missing))
     return lines
 
 
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as handle:
-        for chunk in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
-def rewrite_copy(artifact: Artifact, dst: Path) -> tuple[Path, int]:
-    """A new version in `dst` of `artifact` with the LayerNorm rewrite; manifest hashes updated."""
-    manifest = json.loads((artifact.path / "manifest.json").read_text())
-    folder = dst / artifact.name
-    versions = [int(p.name) for p in folder.glob("*") if p.name.isdigit()] if folder.is_dir() else []
-    version = str(max(versions, default=0) + 1)
-    folder.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=".tmp-", dir=folder))
-    for name in manifest.get("files", {}):  # exactly the files the manifest vouches for
-        shutil.copy2(artifact.path / name, staging / name)
-    onnx_file = manifest.get("onnx_file", "model.onnx")
-    model = onnx.load(str(staging / onnx_file))
-    replaced = unfuse_skip_layernorm(model)
-    onnx.save(model, str(staging / onnx_file))
-    manifest["version"] = version
-    manifest["recipe"] = {
-        **manifest.get("recipe", {}),
-        REWRITE_KEY: {"rewrite": "unfuse-skip-layernorm", "from": str(artifact.path), "replaced": replaced},
-    }
-    manifest["files"] = {**manifest.get("files", {}), onnx_file: _sha256(staging / onnx_file)}
-    manifest["size_bytes"] = (staging / onnx_file).stat().st_size
-    (staging / "manifest.json").write_text(json.dumps(manifest, indent=2))
-    staging.rename(folder / version)
-    return folder / version, replaced
-
-
-def rewrite_missing(src: Path, dst: Path) -> list[str]:
-    """LayerNorm-rewritten copies of the int8 artifacts the serving benchmark uses (once each)."""
-    artifacts = read_artifacts(src)
-    done = {
-        str(a.recipe[REWRITE_KEY].get("from"))
-        for a in read_artifacts(dst)
-        if a.rewritten and isinstance(a.recipe.get(REWRITE_KEY), dict)
-    }
-    picked = pick_sentiment(artifacts)
-    wanted = [
-        picked["int8"],
-        picked["pruned-int8"],
-        pick_embedder(artifacts, "int8"),
-        pick_embedder(artifacts, "int8", compressed=True),
-    ]
-    lines = []
-    seen: set[Path] = set()
-    for artifact in wanted:
-        if artifact is None or artifact.precision != "int8" or artifact.path in seen:
-            continue
-        seen.add(artifact.path)
-        if str(artifact.path) in done:
-            continue
-        path, replaced = rewrite_copy(artifact, dst)
-        lines.append(f"{artifact.ref} int8: {replaced} SkipLayerNormalization rewritten -> {path}")
-    return lines
+def build_pruned(path: Path, dst: Path, work: Path, build_missing: bool) -> str:
+    """The pruned + distilled int8 sentiment variant (row (d)), gated like any build; minutes of training."""
+    if not path.is_file():
+        return f"{SENTIMENT_MODEL} pruned int8: no recipe at {path}"
+    if not build_missing:
+        return f"{SENTIMENT_MODEL} pruned int8: missing (build it without --no-build)"
+    ok, tail = build(yaml.safe_load(path.read_text()), dst, work, suffix="pruned-int8")
+    return (
+        f"{SENTIMENT_MODEL} pruned int8 from {path.name}: {'built' if ok else 'REFUSED or FAILED'} ({tail})"
+    )
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -173,9 +114,6 @@ def main(argv: list[str] | None = None) -> int:
     args.store.mkdir(parents=True, exist_ok=True)
     for line in prepare(args.source, args.store, args.recipes, build_missing=not args.no_build):
         print(line, flush=True)
-    if not args.no_build:
-        for line in rewrite_missing(args.source, args.store):
-            print(line, flush=True)
     return 0
 
 

@@ -161,7 +161,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     parser.add_argument("--store", type=Path, default=REPO_ROOT / "model_store")
     parser.add_argument(
-        "--built", type=Path, default=RESULTS_DIR / "built", help="fp32 builds of bench.prepare_store"
+        "--built",
+        type=Path,
+        default=RESULTS_DIR / "built",
+        help="the fp32 and pruned builds of bench.prepare_store",
     )
     parser.add_argument("--endpoints", default=",".join(ENDPOINTS))
     parser.add_argument("--concurrency", default="1,8,32,64")
@@ -169,8 +172,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--warmup", type=float, default=2.0, help="unmeasured seconds before each cell")
     parser.add_argument(
         "--variants",
-        default="baseline,fp32,int8,pruned-int8,rewritten-int8",
-        help="which servers (baseline, fp32, int8, pruned-int8, rewritten-int8)",
+        default="baseline,fp32,int8,pruned-int8",
+        help="which servers (baseline, fp32, int8, pruned-int8)",
     )
     parser.add_argument("--batching", default="on,off", help="service batching modes to run: on,off")
     parser.add_argument("--payloads", type=int, default=2000, help="distinct request bodies per endpoint")

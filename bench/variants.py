@@ -18,7 +18,6 @@ from typing import Any
 SENTIMENT_MODEL = "review-sentiment"
 EMBEDDER_MODEL = "product-embedder"
 _COMPRESSED_MARKERS = ("prun", "distil", "student", "small")
-REWRITE_KEY = "bench_rewrite"
 
 
 @dataclass(frozen=True)
@@ -37,11 +36,6 @@ class Artifact:
     @property
     def ref(self) -> str:
         return f"{self.name}={self.version}"
-
-    @property
-    def rewritten(self) -> bool:
-        """A copy with bench.rewrite's graph rewrite applied (bench.prepare_store)."""
-        return bool(self.recipe.get(REWRITE_KEY))
 
     @property
     def compressed(self) -> bool:
@@ -106,20 +100,18 @@ def _cpu(a: Artifact) -> bool:
 
 
 def pick_sentiment(artifacts: list[Artifact]) -> dict[str, Artifact | None]:
-    """fp32, int8 (dynamic preferred), pruned/distilled int8 sentiment artifacts for the CPU, and the best
-    rewritten int8 copy (its pruned/distilled source first)."""
-    every = [a for a in artifacts if a.task == "sentiment" and _cpu(a) and a.validation_passed is not False]
-    sentiment = [a for a in every if not a.rewritten]
+    """fp32, int8 (dynamic preferred) and the fastest pruned/distilled int8 sentiment artifact for the CPU."""
+    sentiment = [
+        a for a in artifacts if a.task == "sentiment" and _cpu(a) and a.validation_passed is not False
+    ]
     plain = [a for a in sentiment if not a.compressed]
     int8 = [a for a in plain if a.precision == "int8"]
     dynamic = [a for a in int8 if a.quantize_method == "dynamic"]
     pruned = [a for a in sentiment if a.compressed and a.precision == "int8"]
-    rewritten = [a for a in every if a.rewritten and a.precision == "int8"]
     return {
         "fp32": _newest([a for a in plain if a.precision == "fp32"]),
         "int8": _newest(dynamic) or _newest(int8),
         "pruned-int8": _best_by_speed(pruned),
-        "rewritten-int8": _best_by_speed([a for a in rewritten if a.compressed]) or _newest(rewritten),
     }
 
 
@@ -140,20 +132,11 @@ def _best_by_speed(candidates: list[Artifact]) -> Artifact | None:
     return max(enumerate(candidates), key=lambda pair: (speed(pair[1]), pair[0]))[1]
 
 
-def pick_embedder(
-    artifacts: list[Artifact], precision: str, *, compressed: bool = False, rewritten: bool = False
-) -> Artifact | None:
-    """The bi-encoder for a row: same precision (compressed/rewritten too for those rows), else plain int8."""
+def pick_embedder(artifacts: list[Artifact], precision: str, *, compressed: bool = False) -> Artifact | None:
+    """The bi-encoder for a row: same precision (compressed too for that row), else plain int8."""
     embedders = [
         a for a in artifacts if a.name == EMBEDDER_MODEL and _cpu(a) and a.validation_passed is not False
     ]
-    if rewritten:
-        best = _best_by_speed([a for a in embedders if a.rewritten and a.compressed]) or _newest(
-            [a for a in embedders if a.rewritten]
-        )
-        if best is not None:
-            return best
-    embedders = [a for a in embedders if not a.rewritten]
     plain = [a for a in embedders if not a.compressed]
     if compressed:
         best = _best_by_speed([a for a in embedders if a.compressed and a.precision == "int8"])
@@ -214,15 +197,10 @@ def plan_variants(
         ("fp32", "ONNX fp32"),
         ("int8", "ONNX int8"),
         ("pruned-int8", "pruned/distilled int8"),
-        ("rewritten-int8", "best int8 + LayerNorm rewrite"),
     ):
         chosen = sentiment[precision]
-        if chosen is None and precision == "rewritten-int8":
-            continue  # an extra row: only when bench.prepare_store made one
         if chosen is None:
-            hint = (
-                "python -m bench.prepare_store" if precision == "fp32" else "the conversion CLI (sweep/build)"
-            )
+            hint = "python -m bench.prepare_store"
             skipped.append(
                 f"{title}: no CPU {precision} sentiment artifact in {where} (build it with {hint})"
             )
@@ -231,7 +209,6 @@ def plan_variants(
             artifacts,
             "fp32" if precision == "fp32" else "int8",
             compressed=precision == "pruned-int8",
-            rewritten=precision == "rewritten-int8",
         )
         served = [chosen] + ([embedder] if embedder else [])
         store = link_store(served, work / precision)
@@ -243,12 +220,8 @@ def plan_variants(
         if embedder is not None:
             env["INFERENCE_RANKING_MODEL"] = embedder.name
             env["INFERENCE_RECOMMEND_MODEL"] = embedder.name
-        refs = tuple(
-            f"{a.ref} ({a.precision}{', pruned/distilled' if a.compressed else ''}"
-            f"{', rewritten' if a.rewritten else ''})"
-            for a in served
-        )
-        for on in batching_modes if precision != "rewritten-int8" else batching_modes[:1]:
+        refs = tuple(f"{a.ref} ({a.precision}{', pruned/distilled' if a.compressed else ''})" for a in served)
+        for on in batching_modes:
             key = f"{precision}-{'batch' if on else 'nobatch'}"
             label = f"{title}, batching {'on' if on else 'off'}"
             variants.append(

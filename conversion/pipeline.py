@@ -184,8 +184,11 @@ def prepare(
             graph = work_dir / "model.opt.onnx"
             heads = 0 if pruned else int(config.get("num_attention_heads", 0))
             hidden = 0 if pruned else int(config.get("hidden_size", 0))
-            fused = optimize_onnx(fp32_path, graph, num_heads=heads, hidden_size=hidden)
-            optimization = {"applied": True, "fused_ops": fused}
+            on_cpu = recipe.provider == "CPUExecutionProvider"
+            fused = optimize_onnx(
+                fp32_path, graph, num_heads=heads, hidden_size=hidden, unfuse_skip_layernorms=on_cpu
+            )
+            optimization = {"applied": True, "fused_ops": fused, "skip_layernorm_unfused": on_cpu}
             parity["optimized"] = parity_of(graph)
     timings["optimize"] = time.perf_counter() - t
 

@@ -30,12 +30,17 @@ def test_prepare_reports_what_is_missing_without_building(tmp_path: Path) -> Non
         "review-sentiment fp32: missing (build it without --no-build)",
         f"product-embedder fp32: no recipe at {recipes / 'product-embedder.fp32.yaml'} or "
         f"{recipes / 'product-embedder.yaml'}",
+        f"review-sentiment pruned int8: no recipe at {recipes / 'review-sentiment.pruned-int8.yaml'}",
     ]
+    (recipes / "review-sentiment.pruned-int8.yaml").write_text("name: review-sentiment\n")
+    lines = prepare(src, dst, recipes, build_missing=False)
+    assert lines[-1] == "review-sentiment pruned int8: missing (build it without --no-build)"
 
 
-def test_prepare_does_nothing_when_fp32_versions_exist(tmp_path: Path) -> None:
+def test_prepare_does_nothing_when_fp32_and_pruned_versions_exist(tmp_path: Path) -> None:
     src, dst = tmp_path / "model_store", tmp_path / "built"
     publish(src, "review-sentiment", "1", "int8")
     publish(dst, "review-sentiment", "1", "fp32")
     publish(dst, "product-embedder", "1", "fp32")
+    publish(dst, "review-sentiment", "2", "int8", recipe={"prune": {"heads_keep_fraction": 0.5}})
     assert prepare(src, dst, tmp_path / "recipes", build_missing=False) == []

@@ -47,6 +47,10 @@ def test_manifest_follows_the_store_contract(tiny_store: Path, tiny_checkpoints:
     assert m["validation"]["parity"]["optimized"]["max_abs_diff"] < 1e-4
     assert {x["dataset"] for x in m["validation"]["metrics"]} == {"sst2_validation", "uci_amazon", "uci_yelp"}
     assert m["optimization"]["fused_ops"]["Attention"] == 2
+    # CPU artifacts: SkipLayerNormalization turned back into Add + LayerNormalization (conversion.optimize).
+    assert m["optimization"]["skip_layernorm_unfused"] is True
+    assert m["optimization"]["fused_ops"]["SkipLayerNormalization"] == 0
+    assert op_counts(version / "model.onnx")["LayerNormalization"] == 4
     assert [(r["batch_size"], r["sequence_length"]) for r in m["benchmark"]["results"]] == [(1, 16), (4, 16)]
     assert m["size_bytes"] == (version / "model.onnx").stat().st_size < m["fp32_size_bytes"]
     assert op_counts(version / "model.onnx").get("MatMulInteger", 0) > 0
@@ -216,3 +220,5 @@ def test_fp16_and_static_builds(
     assert manifest["benchmark"]["intended_provider"] == provider
     assert manifest["validation"]["passed"] is True
     assert op_counts(path / "model.onnx").get(marker_op, 0) > 0
+    if provider == "CUDAExecutionProvider":  # the CUDA kernel is fast: CUDA artifacts keep the fused op
+        assert manifest["optimization"]["fused_ops"]["SkipLayerNormalization"] == 4
