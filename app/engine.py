@@ -402,24 +402,37 @@ def _settle_all(results: list[tuple[Job, InferenceResult]]) -> None:
             loop.call_soon_threadsafe(settle)
 
 
-def _consume(future: asyncio.Future[InferenceResult]) -> None:
-    if not future.cancelled():
-        future.exception()
-
-
 async def wait_for(
     job: Job, deadline: float, disconnected: asyncio.Future[object] | None = None
 ) -> InferenceResult:
-    """Wait for a job until its deadline, or until `disconnected` (owned by the caller) completes."""
-    waiters: set[asyncio.Future[object]] = {job.future}  # type: ignore[arg-type]
+    """Wait for a job until its deadline, or until `disconnected` (owned by the caller) completes.
+
+    One future per request: a timer and the disconnect callback settle the job's own future with the
+    error, so the wait is a plain `await` (no `asyncio.wait` and its per-call task bookkeeping)."""
+    future = job.future
+    if future.done():
+        return future.result()
+
+    def give_up(error: ServiceError) -> None:
+        if not future.done():
+            job.cancel()
+            future.set_exception(error)
+
+    def expired() -> None:
+        give_up(DeadlineExceeded("the request deadline passed before inference finished"))
+
+    def left(_: asyncio.Future[object]) -> None:
+        give_up(ClientDisconnected("the client disconnected before its answer was ready"))
+
+    timer = job._loop.call_later(max(0.0, deadline - time.monotonic()), expired)
     if disconnected is not None:
-        waiters.add(disconnected)
-    timeout = max(0.0, deadline - time.monotonic())
-    await asyncio.wait(waiters, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
-    if job.future.done():
-        return job.future.result()
-    job.cancel()
-    job.future.add_done_callback(_consume)
-    if disconnected is not None and disconnected.done():
-        raise ClientDisconnected("the client disconnected before its answer was ready")
-    raise DeadlineExceeded("the request deadline passed before inference finished")
+        disconnected.add_done_callback(left)
+    try:
+        return await future
+    except asyncio.CancelledError:
+        job.cancel()  # the caller went away (its task was cancelled): drop its queued texts
+        raise
+    finally:
+        timer.cancel()
+        if disconnected is not None:
+            disconnected.remove_done_callback(left)

@@ -15,15 +15,18 @@ import signal
 import threading
 from collections.abc import AsyncIterator, Callable
 from types import FrameType
+from typing import Any
 
 from fastapi import FastAPI
+from starlette.types import ASGIApp
 
 from app.api import handlers, health, models, ranking, sentiment
+from app.api.hotpath import fast_routes
 from app.api.responses import ORJSONResponse
 from app.errors import Draining
 from app.logs import configure_logging
 from app.metrics import Metrics
-from app.middleware import BodyLimitMiddleware, RequestContextMiddleware
+from app.middleware import ServiceMiddleware
 from app.service import Service
 from app.settings import Settings, get_settings
 
@@ -88,6 +91,18 @@ def install_drain_handler(service: Service, timeout: float) -> Callable[[], None
     return restore
 
 
+class ServiceApp(FastAPI):
+    """FastAPI with one more layer outside its whole middleware stack (`front`: ServiceMiddleware), so
+    that the hot endpoints pay for one middleware and no routing or dependency solving."""
+
+    def __init__(self, front: Callable[[ASGIApp], ASGIApp], **kwargs: Any) -> None:
+        self._front = front
+        super().__init__(**kwargs)
+
+    def build_middleware_stack(self) -> ASGIApp:
+        return self._front(super().build_middleware_stack())
+
+
 def create_app(settings: Settings | None = None) -> FastAPI:
     """Build the service; settings from the environment (INFERENCE_*) unless given."""
     settings = settings if settings is not None else get_settings()
@@ -112,7 +127,13 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             await service.registry.close(settings.drain_timeout_s)
             log.info("engines stopped")
 
-    app = FastAPI(
+    def front(inner: ASGIApp) -> ASGIApp:
+        return ServiceMiddleware(
+            inner, service, metrics, settings.max_body_bytes, fast_routes(service, metrics)
+        )
+
+    app = ServiceApp(
+        front,
         title="storefront-inference",
         version="0.1.0",
         description=DESCRIPTION,
@@ -134,7 +155,4 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     handlers.install(app)
     for module in (sentiment, ranking, models, health):
         app.include_router(module.router)
-    # Added last = outermost: every response, 413s included, gets a request id and is timed.
-    app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes, metrics=metrics)
-    app.add_middleware(RequestContextMiddleware, service=service, metrics=metrics)
     return app

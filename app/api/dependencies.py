@@ -15,6 +15,7 @@ from typing import Annotated
 
 from fastapi import Depends, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from starlette.types import Receive
 
 from app.errors import Unauthorized
 from app.service import Service
@@ -55,21 +56,31 @@ class Call:
     disconnected: asyncio.Future[object]
 
 
-async def _disconnect_watch(request: Request) -> None:
+async def _disconnect_watch(receive: Receive) -> None:
     # The body has been read by now, so the next ASGI message is http.disconnect.
     while True:
-        message = await request.receive()
+        message = await receive()
         if message["type"] == "http.disconnect":
             return
 
 
+def open_call(service: Service, started: float, receive: Receive) -> Call:
+    """The call context of a request whose body has been read; `close_call` it when answered."""
+    watch: asyncio.Task[None] = asyncio.ensure_future(_disconnect_watch(receive))
+    return Call(started + service.settings.request_timeout_s, watch)  # type: ignore[arg-type]
+
+
+def close_call(call: Call) -> None:
+    call.disconnected.cancel()
+
+
 async def call_context(request: Request, service: ServiceDep) -> AsyncIterator[Call]:
     started = request.scope.get("state", {}).get("started_at", time.monotonic())
-    watch: asyncio.Task[None] = asyncio.ensure_future(_disconnect_watch(request))
+    call = open_call(service, started, request.receive)
     try:
-        yield Call(started + service.settings.request_timeout_s, watch)  # type: ignore[arg-type]
+        yield call
     finally:
-        watch.cancel()
+        close_call(call)
 
 
 CallDep = Annotated[Call, Depends(call_context)]

@@ -24,27 +24,29 @@ def _metrics(request: Request) -> Metrics:
     return metrics
 
 
-def _count(request: Request, error: ServiceError, status: int) -> None:
-    metrics = _metrics(request)
+def describe(error: ServiceError, metrics: Metrics, endpoint: str) -> tuple[int, dict[str, str]]:
+    """Status and extra headers of a service error; counts it (by rejection reason, or >= 500 by type)
+    and logs the failures. Shared by the exception handler and the fast handlers (app.api.hotpath)."""
+    status = status_of(error)
     reason = rejection_reason(error)
     if reason is not None:
-        metrics.rejected.labels(endpoint=endpoint_label(request.url.path), reason=reason).inc()
+        metrics.rejected.labels(endpoint=endpoint, reason=reason).inc()
     elif status >= 500:
         metrics.errors.labels(type=error.type).inc()
-
-
-async def service_error(request: Request, exc: Exception) -> Response:
-    assert isinstance(exc, ServiceError)
-    status = status_of(exc)
-    _count(request, exc, status)
     headers = {}
-    retry_after = getattr(exc, "retry_after_s", None)
+    retry_after = getattr(error, "retry_after_s", None)
     if retry_after is not None:
         headers["Retry-After"] = str(retry_after)
     if status == 401:
         headers["WWW-Authenticate"] = "Bearer"
     if status >= 500 and status != 503:
-        log.error("%s: %s", exc.type, exc.message)
+        log.error("%s: %s", error.type, error.message)
+    return status, headers
+
+
+async def service_error(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, ServiceError)
+    status, headers = describe(exc, _metrics(request), endpoint_label(request.url.path))
     return error_response(status, exc.type, exc.message, headers)
 
 
@@ -82,10 +84,17 @@ async def http_error(request: Request, exc: Exception) -> Response:
     return error_response(exc.status_code, error_type, str(exc.detail), dict(exc.headers or {}))
 
 
-async def unexpected_error(request: Request, exc: Exception) -> Response:
+INTERNAL_ERROR_MESSAGE = "internal error; see the server log for this request id"
+
+
+def count_unexpected(metrics: Metrics, exc: BaseException) -> None:
     log.exception("unhandled error", exc_info=exc)
-    _metrics(request).errors.labels(type="internal_error").inc()
-    return error_response(500, "internal_error", "internal error; see the server log for this request id")
+    metrics.errors.labels(type="internal_error").inc()
+
+
+async def unexpected_error(request: Request, exc: Exception) -> Response:
+    count_unexpected(_metrics(request), exc)
+    return error_response(500, "internal_error", INTERNAL_ERROR_MESSAGE)
 
 
 def install(app: FastAPI) -> None:

@@ -7,11 +7,11 @@ from collections.abc import Sequence
 from fastapi import APIRouter, Depends, Request
 from starlette.responses import Response
 
-from app.api.dependencies import CallDep, ServiceDep, require_accepting, require_token
+from app.api.dependencies import Call, CallDep, ServiceDep, require_accepting, require_token
 from app.api.schemas import INFERENCE_ERRORS, Candidate, RankRequest, RecommendRequest, ScoredResponse
-from app.api.timing import model_response
+from app.api.timing import Answer, model_response
 from app.errors import InvalidRequest
-from app.service import HistoryItem, Scored
+from app.service import HistoryItem, Scored, Service
 
 router = APIRouter(
     prefix="/v1", tags=["inference"], dependencies=[Depends(require_token), Depends(require_accepting)]
@@ -33,9 +33,8 @@ def _results(candidates: Sequence[Candidate], scored: Scored) -> list[dict[str, 
     ]
 
 
-@router.post("/rank", response_model=ScoredResponse, responses=INFERENCE_ERRORS)
-async def rank(body: RankRequest, request: Request, service: ServiceDep, call: CallDep) -> Response:
-    """Order candidate products by relevance to a search query (bi-encoder cosine, or a cross-encoder)."""
+async def answer_rank(service: Service, body: RankRequest, call: Call) -> Answer:
+    """What both the FastAPI route and the fast handler (app.api.hotpath) answer."""
     _unique_ids(body.candidates, "candidates")
     scored = await service.rank(
         body.query,
@@ -46,14 +45,11 @@ async def rank(body: RankRequest, request: Request, service: ServiceDep, call: C
         call.deadline,
         call.disconnected,
     )
-    return model_response(
-        request, scored.model, scored.timings, {"results": _results(body.candidates, scored)}
-    )
+    return Answer(scored.model, scored.timings, {"results": _results(body.candidates, scored)})
 
 
-@router.post("/recommend", response_model=ScoredResponse, responses=INFERENCE_ERRORS)
-async def recommend(body: RecommendRequest, request: Request, service: ServiceDep, call: CallDep) -> Response:
-    """Order candidates by similarity to the user vector (weighted mean of the history's embeddings)."""
+async def answer_recommend(service: Service, body: RecommendRequest, call: Call) -> Answer:
+    """What both the FastAPI route and the fast handler (app.api.hotpath) answer."""
     _unique_ids(body.candidates, "candidates")
     history = [HistoryItem(h.text, h.weight) for h in body.history]
     scored = await service.recommend(
@@ -65,6 +61,16 @@ async def recommend(body: RecommendRequest, request: Request, service: ServiceDe
         call.deadline,
         call.disconnected,
     )
-    return model_response(
-        request, scored.model, scored.timings, {"results": _results(body.candidates, scored)}
-    )
+    return Answer(scored.model, scored.timings, {"results": _results(body.candidates, scored)})
+
+
+@router.post("/rank", response_model=ScoredResponse, responses=INFERENCE_ERRORS)
+async def rank(body: RankRequest, request: Request, service: ServiceDep, call: CallDep) -> Response:
+    """Order candidate products by relevance to a search query (bi-encoder cosine, or a cross-encoder)."""
+    return model_response(request, await answer_rank(service, body, call))
+
+
+@router.post("/recommend", response_model=ScoredResponse, responses=INFERENCE_ERRORS)
+async def recommend(body: RecommendRequest, request: Request, service: ServiceDep, call: CallDep) -> Response:
+    """Order candidates by similarity to the user vector (weighted mean of the history's embeddings)."""
+    return model_response(request, await answer_recommend(service, body, call))

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
+import orjson
 from fastapi import Request
 
 from app.api.responses import ORJSONResponse
@@ -11,16 +13,32 @@ from app.registry import ServedModel
 from app.service import Timings
 
 
-def model_response(
-    request: Request, served: ServedModel, timings: Timings, payload: dict[str, Any]
-) -> ORJSONResponse:
-    request.state.model = served.name
-    request.state.version = served.version
-    headers = {
-        "x-model": served.name,
-        "x-model-version": served.version,
-        "x-queue-ms": f"{timings.queue_s * 1000:.2f}",
-        "x-tokenize-ms": f"{timings.tokenize_s * 1000:.2f}",
-        "x-inference-ms": f"{timings.inference_s * 1000:.2f}",
-    }
-    return ORJSONResponse({"model": served.name, "version": served.version, **payload}, headers=headers)
+@dataclass(frozen=True, slots=True)
+class Answer:
+    """An endpoint's successful answer, before it becomes a FastAPI response or raw ASGI messages."""
+
+    served: ServedModel
+    timings: Timings
+    payload: dict[str, Any]
+
+    def content(self) -> dict[str, Any]:
+        return {"model": self.served.name, "version": self.served.version, **self.payload}
+
+    def body(self) -> bytes:
+        return orjson.dumps(self.content(), option=orjson.OPT_SERIALIZE_NUMPY)
+
+    def headers(self) -> dict[str, str]:
+        t = self.timings
+        return {
+            "x-model": self.served.name,
+            "x-model-version": self.served.version,
+            "x-queue-ms": f"{t.queue_s * 1000:.2f}",
+            "x-tokenize-ms": f"{t.tokenize_s * 1000:.2f}",
+            "x-inference-ms": f"{t.inference_s * 1000:.2f}",
+        }
+
+
+def model_response(request: Request, answer: Answer) -> ORJSONResponse:
+    request.state.model = answer.served.name
+    request.state.version = answer.served.version
+    return ORJSONResponse(answer.content(), headers=answer.headers())
