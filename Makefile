@@ -6,7 +6,7 @@ HOST ?= 127.0.0.1
 PORT ?= 8000
 STORE ?= model_store
 
-.PHONY: run test venv store lint typecheck clean-store
+.PHONY: run test venv store lint typecheck clean-store bench
 
 # The environment: serving runtime + conversion (torch pinned to the local CPU wheel) + load tests + dev tools.
 .venv/.installed: pyproject.toml
@@ -32,6 +32,13 @@ test: store
 	.venv/bin/ruff check app conversion bench tests loadtest
 	.venv/bin/mypy
 	.venv/bin/pytest
+
+# Issue 5's benchmarks (~30 min, run on a quiet machine): the benchmark-only builds (fp32, pruned + distilled
+# int8), then the serving comparison against the PyTorch baseline and the model-level roofline.
+bench: store
+	$(PY) -m bench.prepare_store
+	$(PY) -m bench.serving
+	$(PY) -m bench.model
 
 lint: venv
 	.venv/bin/ruff check app conversion bench tests loadtest
