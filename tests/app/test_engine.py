@@ -239,3 +239,38 @@ def test_a_dead_worker_shows_in_liveness(sentiment_runtimes: list[OnnxRuntime]) 
     assert not engine.alive
     engine.close()
     assert engine.alive  # a closed engine is a stopped one, not a dead one
+
+
+def test_a_cancelled_waiter_drops_its_queued_texts(sentiment_runtimes: list[OnnxRuntime]) -> None:
+    engine, metrics = make_engine(sentiment_runtimes)
+
+    async def scenario() -> None:
+        waiter = asyncio.ensure_future(engine.infer(["a", "b"], later()))  # workers not started yet
+        await asyncio.sleep(0)
+        waiter.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await waiter
+        engine.start()
+        await engine.infer(["c"], later())
+
+    asyncio.run(scenario())
+    engine.close()
+    engine.join(10)
+    assert sample_sum(metrics, "inference_batch_size_sum") == 1
+
+
+def test_an_answer_before_the_deadline_leaves_no_timer_behind(sentiment_runtimes: list[OnnxRuntime]) -> None:
+    engine, _ = make_engine(sentiment_runtimes)
+
+    async def scenario() -> None:
+        engine.start()
+        gone: asyncio.Future[object] = asyncio.get_running_loop().create_future()
+        result = await engine.infer(["a"], later(), gone)
+        assert result.outputs.shape == (1, 2)
+        assert not gone.done()
+        gone.set_result(None)  # the client leaves after its answer: nothing is settled twice
+        await asyncio.sleep(0)
+
+    asyncio.run(scenario())
+    engine.close()
+    engine.join(10)
