@@ -27,11 +27,9 @@ from .compression_helpers import KIND_TEXTS, batches, load_hf, tokenizer_of
 TRAIN_TEXTS = [f"{a} {b} {c}" for a in KIND_TEXTS[:4] for b in KIND_TEXTS[4:] for c in ("ok", "bad")]
 
 
-@pytest.mark.parametrize("kind", ["sequence-classification", "cross-encoder", "bi-encoder"])
-def test_distillation_brings_a_pruned_student_closer_to_its_teacher(
-    tiny_checkpoints: dict[str, Path], kind: ModelKind
-) -> None:
-    path = tiny_checkpoints[kind]
+def teacher_and_pruned_student(path: Path, kind: ModelKind, drop: list[int]) -> tuple[Any, Any, Any]:
+    """A tiny teacher with text-dependent outputs, and a copy of it without layers `drop`, half its heads
+    and half its FFN: (teacher, student, tokenizer)."""
     teacher, tok = load_hf(path, kind), tokenizer_of(path)
     # At BERT's initial scale (std 0.02) a random model answers almost the same for every text; a larger
     # scale gives the teacher text-dependent outputs, so there is something to learn.
@@ -41,10 +39,18 @@ def test_distillation_brings_a_pruned_student_closer_to_its_teacher(
             if weight.ndim == 2:
                 weight.normal_(0, 0.2)
     student = prune_model(
-        drop_layers(copy.deepcopy(teacher), [0]),
+        drop_layers(copy.deepcopy(teacher), drop),
         PruneConfig(heads_keep_fraction=0.5, ffn_keep_fraction=0.5, importance_texts=8),
         batches(tok, KIND_TEXTS),
     )
+    return teacher, student, tok
+
+
+@pytest.mark.parametrize("kind", ["sequence-classification", "cross-encoder", "bi-encoder"])
+def test_distillation_brings_a_pruned_student_closer_to_its_teacher(
+    tiny_checkpoints: dict[str, Path], kind: ModelKind
+) -> None:
+    teacher, student, tok = teacher_and_pruned_student(tiny_checkpoints[kind], kind, drop=[0])
     cfg = DistillConfig(max_texts=len(TRAIN_TEXTS), epochs=3, batch_size=8, lr=3e-3, temperature=1.0)
     before = mean_distillation_loss(student, teacher, kind, tok, TRAIN_TEXTS, cfg)
     teacher_state = {k: v.clone() for k, v in teacher.state_dict().items()}
@@ -108,18 +114,7 @@ def _mean_hidden_loss(
 def test_the_hidden_state_loss_brings_every_layer_closer_to_the_teacher(
     tiny_checkpoints: dict[str, Path], kind: ModelKind, drop: list[int]
 ) -> None:
-    path = tiny_checkpoints[kind]
-    teacher, tok = load_hf(path, kind), tokenizer_of(path)
-    torch.manual_seed(0)
-    with torch.no_grad():
-        for weight in teacher.parameters():
-            if weight.ndim == 2:
-                weight.normal_(0, 0.2)
-    student = prune_model(
-        drop_layers(copy.deepcopy(teacher), drop),
-        PruneConfig(heads_keep_fraction=0.5, ffn_keep_fraction=0.5, importance_texts=8),
-        batches(tok, KIND_TEXTS),
-    )
+    teacher, student, tok = teacher_and_pruned_student(tiny_checkpoints[kind], kind, drop)
     cfg = DistillConfig(
         max_texts=len(TRAIN_TEXTS), epochs=3, batch_size=8, lr=3e-3, temperature=1.0, hidden_loss_weight=1.0
     )
