@@ -17,7 +17,15 @@ from pathlib import Path
 import yaml
 
 from bench.paths import REPO_ROOT, RESULTS_DIR
-from bench.variants import EMBEDDER_MODEL, SENTIMENT_MODEL, pick_embedder, pick_sentiment, read_artifacts
+from bench.variants import (
+    EMBEDDER_MODEL,
+    SENTIMENT_MODEL,
+    Artifact,
+    pick_embedder,
+    pick_sentiment,
+    pruned_sentiment,
+    read_artifacts,
+)
 
 PRUNED_RECIPE = f"{SENTIMENT_MODEL}.pruned-int8.yaml"
 
@@ -85,9 +93,29 @@ def prepare(src: Path, dst: Path, recipes: Path, *, build_missing: bool = True) 
             recipe = yaml.safe_load(source.read_text())
             ok, tail = build(fp32_recipe(recipe), dst, Path(tmp))
             lines.append(f"{name} fp32 from {source.name}: {'built' if ok else 'FAILED'} ({tail})")
-        if pick_sentiment(artifacts)["pruned-int8"] is None:
-            lines.append(build_pruned(recipes / PRUNED_RECIPE, dst, Path(tmp), build_missing))
+        pruned_recipe = recipes / PRUNED_RECIPE
+        if not any(built_from(a, pruned_recipe) for a in pruned_sentiment(artifacts)):
+            lines.append(build_pruned(pruned_recipe, dst, Path(tmp), build_missing))
     return lines
+
+
+COMPRESSION_SECTIONS = ("prune", "factorize", "distill")
+
+
+def built_from(artifact: Artifact, recipe_path: Path) -> bool:
+    """Whether the artifact's manifest has every prune/factorize/distill setting the recipe file names, so a
+    changed recipe is rebuilt rather than benchmarked from a stale student. No recipe file: any will do."""
+    if not recipe_path.is_file():
+        return True
+    recipe = yaml.safe_load(recipe_path.read_text()) or {}
+    for section in COMPRESSION_SECTIONS:
+        wanted = recipe.get(section)
+        if not isinstance(wanted, dict):
+            continue
+        have = artifact.recipe.get(section)
+        if not isinstance(have, dict) or any(have.get(key) != value for key, value in wanted.items()):
+            return False
+    return True
 
 
 def build_pruned(path: Path, dst: Path, work: Path, build_missing: bool) -> str:
@@ -95,7 +123,7 @@ def build_pruned(path: Path, dst: Path, work: Path, build_missing: bool) -> str:
     if not path.is_file():
         return f"{SENTIMENT_MODEL} pruned int8: no recipe at {path}"
     if not build_missing:
-        return f"{SENTIMENT_MODEL} pruned int8: missing (build it without --no-build)"
+        return f"{SENTIMENT_MODEL} pruned int8: no build of {path.name} (build it without --no-build)"
     ok, tail = build(yaml.safe_load(path.read_text()), dst, work, suffix="pruned-int8")
     return (
         f"{SENTIMENT_MODEL} pruned int8 from {path.name}: {'built' if ok else 'REFUSED or FAILED'} ({tail})"

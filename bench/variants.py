@@ -101,18 +101,23 @@ def _cpu(a: Artifact) -> bool:
 
 def pick_sentiment(artifacts: list[Artifact]) -> dict[str, Artifact | None]:
     """fp32, int8 (dynamic preferred) and the fastest pruned/distilled int8 sentiment artifact for the CPU."""
-    sentiment = [
-        a for a in artifacts if a.task == "sentiment" and _cpu(a) and a.validation_passed is not False
-    ]
-    plain = [a for a in sentiment if not a.compressed]
+    plain = [a for a in _servable_sentiment(artifacts) if not a.compressed]
     int8 = [a for a in plain if a.precision == "int8"]
     dynamic = [a for a in int8 if a.quantize_method == "dynamic"]
-    pruned = [a for a in sentiment if a.compressed and a.precision == "int8"]
     return {
         "fp32": _newest([a for a in plain if a.precision == "fp32"]),
         "int8": _newest(dynamic) or _newest(int8),
-        "pruned-int8": _best_by_speed(pruned),
+        "pruned-int8": _best_by_speed(pruned_sentiment(artifacts)),
     }
+
+
+def _servable_sentiment(artifacts: list[Artifact]) -> list[Artifact]:
+    return [a for a in artifacts if a.task == "sentiment" and _cpu(a) and a.validation_passed is not False]
+
+
+def pruned_sentiment(artifacts: list[Artifact]) -> list[Artifact]:
+    """The candidates of row (d): gated, CPU, pruned/distilled int8 sentiment versions."""
+    return [a for a in _servable_sentiment(artifacts) if a.compressed and a.precision == "int8"]
 
 
 def _best_by_speed(candidates: list[Artifact]) -> Artifact | None:

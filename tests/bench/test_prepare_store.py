@@ -34,7 +34,10 @@ def test_prepare_reports_what_is_missing_without_building(tmp_path: Path) -> Non
     ]
     (recipes / "review-sentiment.pruned-int8.yaml").write_text("name: review-sentiment\n")
     lines = prepare(src, dst, recipes, build_missing=False)
-    assert lines[-1] == "review-sentiment pruned int8: missing (build it without --no-build)"
+    assert lines[-1] == (
+        "review-sentiment pruned int8: no build of review-sentiment.pruned-int8.yaml "
+        "(build it without --no-build)"
+    )
 
 
 def test_prepare_does_nothing_when_fp32_and_pruned_versions_exist(tmp_path: Path) -> None:
@@ -44,3 +47,22 @@ def test_prepare_does_nothing_when_fp32_and_pruned_versions_exist(tmp_path: Path
     publish(dst, "product-embedder", "1", "fp32")
     publish(dst, "review-sentiment", "2", "int8", recipe={"prune": {"heads_keep_fraction": 0.5}})
     assert prepare(src, dst, tmp_path / "recipes", build_missing=False) == []
+
+
+def test_prepare_rebuilds_the_pruned_variant_when_its_recipe_changed(tmp_path: Path) -> None:
+    src, dst, recipes = tmp_path / "model_store", tmp_path / "built", tmp_path / "recipes"
+    publish(src, "review-sentiment", "1", "int8")
+    publish(dst, "review-sentiment", "1", "fp32")
+    publish(dst, "product-embedder", "1", "fp32")
+    old = {"prune": {"heads_keep_fraction": 0.75, "drop_layers": []}, "distill": {"lr": 0.0003, "epochs": 1}}
+    publish(dst, "review-sentiment", "2", "int8", recipe=old)
+    recipes.mkdir()
+    recipe = recipes / "review-sentiment.pruned-int8.yaml"
+    recipe.write_text("name: review-sentiment\nprune:\n  heads_keep_fraction: 0.75\ndistill:\n  lr: 3.0e-4\n")
+    assert prepare(src, dst, recipes, build_missing=False) == []
+
+    recipe.write_text("name: review-sentiment\nprune:\n  heads_keep_fraction: 0.75\n  drop_layers: [1, 4]\n")
+    assert prepare(src, dst, recipes, build_missing=False) == [
+        "review-sentiment pruned int8: no build of review-sentiment.pruned-int8.yaml "
+        "(build it without --no-build)"
+    ]
