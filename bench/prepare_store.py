@@ -19,15 +19,15 @@ import yaml
 from bench.paths import REPO_ROOT, RESULTS_DIR
 from bench.variants import (
     EMBEDDER_MODEL,
+    PRUNED_RECIPE,
+    RECIPES_DIR,
     SENTIMENT_MODEL,
-    Artifact,
+    built_from,
     pick_embedder,
     pick_sentiment,
     pruned_sentiment,
     read_artifacts,
 )
-
-PRUNED_RECIPE = f"{SENTIMENT_MODEL}.pruned-int8.yaml"
 
 
 def fp32_recipe(recipe: dict[str, object]) -> dict[str, object]:
@@ -99,25 +99,6 @@ def prepare(src: Path, dst: Path, recipes: Path, *, build_missing: bool = True) 
     return lines
 
 
-COMPRESSION_SECTIONS = ("prune", "factorize", "distill")
-
-
-def built_from(artifact: Artifact, recipe_path: Path) -> bool:
-    """Whether the artifact's manifest has every prune/factorize/distill setting the recipe file names, so a
-    changed recipe is rebuilt rather than benchmarked from a stale student. No recipe file: any will do."""
-    if not recipe_path.is_file():
-        return True
-    recipe = yaml.safe_load(recipe_path.read_text()) or {}
-    for section in COMPRESSION_SECTIONS:
-        wanted = recipe.get(section)
-        if not isinstance(wanted, dict):
-            continue
-        have = artifact.recipe.get(section)
-        if not isinstance(have, dict) or any(have.get(key) != value for key, value in wanted.items()):
-            return False
-    return True
-
-
 def build_pruned(path: Path, dst: Path, work: Path, build_missing: bool) -> str:
     """The pruned + distilled int8 sentiment variant (row (d)), gated like any build; minutes of training."""
     if not path.is_file():
@@ -136,7 +117,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--source", type=Path, default=REPO_ROOT / "model_store")
     parser.add_argument("--store", type=Path, default=RESULTS_DIR / "built")
-    parser.add_argument("--recipes", type=Path, default=REPO_ROOT / "model_store" / "recipes")
+    parser.add_argument("--recipes", type=Path, default=RECIPES_DIR)
     parser.add_argument("--no-build", action="store_true", help="only copy; report what is missing")
     args = parser.parse_args(argv)
     args.store.mkdir(parents=True, exist_ok=True)

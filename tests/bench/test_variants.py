@@ -65,6 +65,21 @@ def test_picks_fp32_dynamic_int8_and_fastest_compressed(tmp_path: Path) -> None:
     assert picked["pruned-int8"].version == "6"
 
 
+def test_prefers_the_builds_of_the_current_pruned_recipe(tmp_path: Path) -> None:
+    store, recipe = tmp_path / "store", tmp_path / "pruned.yaml"
+    stale = {"prune": {"drop_layers": [1, 4]}, "distill": {"hard_label_weight": 0.0}}
+    current = {"prune": {"drop_layers": [1, 4]}, "distill": {"hard_label_weight": 0.5}}
+    publish(store, "review-sentiment", "1", "int8", recipe=stale, benchmark=bench_rows(2500.0))
+    publish(store, "review-sentiment", "2", "int8", recipe=current, benchmark=bench_rows(2400.0))
+    artifacts = read_artifacts(store)
+    recipe.write_text("prune:\n  drop_layers: [1, 4]\ndistill:\n  hard_label_weight: 0.5\n")
+
+    assert pick_sentiment(artifacts)["pruned-int8"].version == "1"  # type: ignore[union-attr]
+    assert pick_sentiment(artifacts, recipe)["pruned-int8"].version == "2"  # type: ignore[union-attr]
+    recipe.write_text("prune:\n  drop_layers: [0, 2, 4]\n")  # built by nobody: the fastest of all
+    assert pick_sentiment(artifacts, recipe)["pruned-int8"].version == "1"  # type: ignore[union-attr]
+
+
 def test_plan_gives_each_variant_a_store_of_its_own_models(tmp_path: Path) -> None:
     published, built = tmp_path / "model_store", tmp_path / "built"
     publish(published, "review-sentiment", "1", "int8")
