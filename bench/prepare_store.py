@@ -23,6 +23,7 @@ from bench.variants import (
     RECIPES_DIR,
     SENTIMENT_MODEL,
     built_from,
+    compression_settings,
     pick_embedder,
     pick_sentiment,
     pruned_sentiment,
@@ -94,7 +95,8 @@ def prepare(src: Path, dst: Path, recipes: Path, *, build_missing: bool = True) 
             ok, tail = build(fp32_recipe(recipe), dst, Path(tmp))
             lines.append(f"{name} fp32 from {source.name}: {'built' if ok else 'FAILED'} ({tail})")
         pruned_recipe = recipes / PRUNED_RECIPE
-        if not any(built_from(a, pruned_recipe) for a in pruned_sentiment(artifacts)):
+        settings = compression_settings(pruned_recipe)
+        if not any(built_from(a, settings) for a in pruned_sentiment(artifacts)):
             lines.append(build_pruned(pruned_recipe, dst, Path(tmp), build_missing))
     return lines
 

@@ -115,7 +115,8 @@ def pick_sentiment(
     dynamic = [a for a in int8 if a.quantize_method == "dynamic"]
     pruned = pruned_sentiment(artifacts)
     if pruned_recipe is not None:
-        pruned = [a for a in pruned if built_from(a, pruned_recipe)] or pruned
+        settings = compression_settings(pruned_recipe)
+        pruned = [a for a in pruned if built_from(a, settings)] or pruned
     return {
         "fp32": _newest([a for a in plain if a.precision == "fp32"]),
         "int8": _newest(dynamic) or _newest(int8),
@@ -135,16 +136,21 @@ def pruned_sentiment(artifacts: list[Artifact]) -> list[Artifact]:
 COMPRESSION_SECTIONS = ("prune", "factorize", "distill")
 
 
-def built_from(artifact: Artifact, recipe_path: Path) -> bool:
-    """Whether the artifact's manifest has every prune/factorize/distill setting the recipe file names, so a
-    changed recipe is rebuilt and benchmarked rather than a stale student. No recipe file: any will do."""
+def compression_settings(recipe_path: Path) -> dict[str, dict[str, Any]] | None:
+    """The prune/factorize/distill sections a recipe file names; None when there is no such file."""
     if not recipe_path.is_file():
-        return True
+        return None
     recipe = yaml.safe_load(recipe_path.read_text()) or {}
-    for section in COMPRESSION_SECTIONS:
-        wanted = recipe.get(section)
-        if not isinstance(wanted, dict):
-            continue
+    return {s: recipe[s] for s in COMPRESSION_SECTIONS if isinstance(recipe.get(s), dict)}
+
+
+def built_from(artifact: Artifact, settings: dict[str, dict[str, Any]] | None) -> bool:
+    """Whether the artifact's manifest has every setting of `settings` (`compression_settings` of a recipe),
+    so a changed recipe is rebuilt and benchmarked rather than a stale student. None (no recipe file): any
+    will do."""
+    if settings is None:
+        return True
+    for section, wanted in settings.items():
         have = artifact.recipe.get(section)
         if not isinstance(have, dict) or any(have.get(key) != value for key, value in wanted.items()):
             return False
