@@ -24,7 +24,7 @@ store: venv
 	$(PY) -m conversion.cli build-defaults --store $(STORE)
 
 run: store
-	INFERENCE_MODEL_STORE=$(STORE) .venv/bin/uvicorn --factory app.main:create_app --host $(HOST) --port $(PORT) --no-access-log
+	INFERENCE_MODEL_STORE=$(STORE) .venv/bin/uvicorn --factory app.main:create_app --host $(HOST) --port $(PORT) --no-access-log --http app.http:ServiceHttpProtocol
 
 # The suite includes tests against the real default models, so it builds the store first (skipped when it exists).
 test: store

@@ -45,6 +45,10 @@ ENDPOINTS = frozenset(
 _QUIET = frozenset({"/metrics", "/livez", "/readyz"})
 _REQUEST_ID = re.compile(rb"^[A-Za-z0-9._:-]{1,128}$")
 Headers = list[tuple[bytes, bytes]]
+# ASGI extension offered by `app.http.ServiceHttpProtocol`: (status, headers, body) -> bool, the whole
+# response in one write; False when it wrote nothing and the two ASGI messages must be sent instead.
+WHOLE_RESPONSE = "storefront.whole_response"
+WholeResponse = Callable[[int, Headers, bytes], bool]
 
 
 def endpoint_label(path: str) -> str:
@@ -170,7 +174,7 @@ class ServiceMiddleware:
                 reply = await handler(Exchange(scope, body, receive, started))
                 if reply is not None:
                     status, model, version = reply.status, reply.model, reply.version
-                    await _send_reply(send, reply, id_header, started)
+                    await _send_reply(send, reply, id_header, started, scope)
                     return
                 receive = _replay(body, receive)
             status, model, version = await self._forward(scope, receive, send, id_header, started)
@@ -268,13 +272,19 @@ def _context_headers(id_header: bytes, started: float) -> Headers:
     return [(b"x-request-id", id_header), (b"x-total-ms", total)]
 
 
-async def _send_reply(send: Send, reply: Reply, id_header: bytes, started: float) -> None:
+async def _send_reply(
+    send: Send, reply: Reply, id_header: bytes, started: float, scope: Scope | None = None
+) -> None:
     headers = [
         (b"content-type", b"application/json"),
         (b"content-length", str(len(reply.body)).encode()),
         *reply.headers,
         *_context_headers(id_header, started),
     ]
+    extensions = scope.get("extensions") if scope is not None else None
+    write_whole: WholeResponse | None = extensions.get(WHOLE_RESPONSE) if extensions else None
+    if write_whole is not None and write_whole(reply.status, headers, reply.body):
+        return
     await send({"type": "http.response.start", "status": reply.status, "headers": headers})
     await send({"type": "http.response.body", "body": reply.body})
 

@@ -27,6 +27,7 @@ for i in $(seq 0 $((replicas - 1))); do
   # torch first: it loads the CUDA libraries that onnxruntime-gpu links against
   python3 -c "import torch, sys; from uvicorn.main import main; sys.argv[0] = 'uvicorn'; main()" \
     --factory app.main:create_app --host 127.0.0.1 --port $port --no-access-log --log-level warning \
+    --http app.http:ServiceHttpProtocol \
     >"$logs/server-$i.log" 2>&1 &
   servers+=($!)
   urls="${urls:+$urls,}http://127.0.0.1:$port"

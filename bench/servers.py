@@ -33,8 +33,14 @@ def http_get(port: int, path: str, timeout: float = 5.0) -> tuple[int, bytes]:
         conn.close()
 
 
+SERVICE_FACTORY = "app.main:create_app"
+SERVICE_PROTOCOL = "app.http:ServiceHttpProtocol"
+
+
 def uvicorn_command(factory: str, port: int) -> list[str]:
-    """uvicorn as installed beside this Python; access logs off for every server alike."""
+    """uvicorn as installed beside this Python; access logs off for every server alike. The service runs
+    with its own HTTP protocol class, as `make run` and the image start it; the baseline with uvicorn's."""
+    protocol = ["--http", SERVICE_PROTOCOL] if factory == SERVICE_FACTORY else []
     return [
         sys.executable,
         "-m",
@@ -48,10 +54,10 @@ def uvicorn_command(factory: str, port: int) -> list[str]:
         "--no-access-log",
         "--log-level",
         "warning",
+        *protocol,
     ]
 
 
-SERVICE_FACTORY = "app.main:create_app"
 BASELINE_FACTORY = "bench.baseline_server:create_app"
 
 

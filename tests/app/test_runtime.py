@@ -1,5 +1,8 @@
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -67,3 +70,17 @@ def test_buckets_and_provider_fallback() -> None:
     assert sequence_buckets(100) == [8, 16, 32, 64, 100]
     assert resolve_provider("cpu") == CPU
     assert resolve_provider("cuda") in (CPU, "CUDAExecutionProvider")
+
+
+@pytest.mark.parametrize(("preset", "expected"), [(None, "false"), ("true", "true")])
+def test_the_tokenizers_thread_pool_is_off_unless_the_environment_says_otherwise(
+    preset: str | None, expected: str
+) -> None:
+    env = {k: v for k, v in os.environ.items() if k != "TOKENIZERS_PARALLELISM"}
+    if preset is not None:
+        env["TOKENIZERS_PARALLELISM"] = preset
+    probe = "import os, app.runtime; print(os.environ['TOKENIZERS_PARALLELISM'])"
+    out = subprocess.run(
+        [sys.executable, "-c", probe], env=env, capture_output=True, text=True, check=True, timeout=60
+    )
+    assert out.stdout.strip() == expected

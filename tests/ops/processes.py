@@ -69,6 +69,8 @@ class Server:
                 "--workers",
                 "1",
                 "--no-access-log",
+                "--http",
+                "app.http:ServiceHttpProtocol",
             ],
             cwd=REPO,
             env=service_env(store, **(env or {})),

@@ -1,0 +1,197 @@
+"""app.http: the one-write response extension on uvicorn's httptools protocol, driven with raw request bytes
+through a real protocol instance and event loop (the transport records what would go on the wire)."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import pytest
+from uvicorn.config import Config
+from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+from uvicorn.server import ServerState
+
+from app.http import ServiceHttpProtocol, write_whole_response
+from app.middleware import WHOLE_RESPONSE, Headers
+
+BODY = b'{"results":[{"label":"positive"}]}'
+HEADERS: Headers = [
+    (b"content-type", b"application/json"),
+    (b"content-length", str(len(BODY)).encode()),
+    (b"x-model", b"review-sentiment"),
+]
+REQUEST_BODY = b'{"texts":["good"]}'
+POST = (
+    b"POST /v1/sentiment HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
+    b"Content-Length: %d\r\n\r\n%s" % (len(REQUEST_BODY), REQUEST_BODY)
+)
+
+
+class RecordingTransport(asyncio.Transport):
+    """What the protocol writes, one entry per `write` call."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.writes: list[bytes] = []
+        self.closed = False
+        self.closed_by_server = False  # closed before the client went away
+
+    def write(self, data: bytes | bytearray | memoryview) -> None:
+        self.writes.append(bytes(data))
+
+    def close(self) -> None:
+        self.closed = True
+
+    def is_closing(self) -> bool:
+        return self.closed
+
+    def pause_reading(self) -> None:
+        pass
+
+    def resume_reading(self) -> None:
+        pass
+
+    def get_extra_info(self, name: str, default: Any = None) -> Any:
+        return {"peername": ("127.0.0.1", 50000), "sockname": ("127.0.0.1", 8000)}.get(name, default)
+
+
+async def answer(scope: Any, receive: Any, send: Any) -> None:
+    """Reads the request, answers through the extension when offered, else with the two ASGI messages."""
+    while (await receive()).get("more_body"):
+        pass
+    write_whole = scope.get("extensions", {}).get(WHOLE_RESPONSE)
+    if write_whole is not None and write_whole(200, HEADERS, BODY):
+        return
+    await send({"type": "http.response.start", "status": 200, "headers": HEADERS})
+    await send({"type": "http.response.body", "body": BODY})
+
+
+def serve(
+    protocol_class: type[HttpToolsProtocol], data: bytes, *, pause_writing: bool = False, app: Any = answer
+) -> RecordingTransport:
+    async def run() -> RecordingTransport:
+        config = Config(app=app, http=protocol_class, log_level="warning", access_log=False)
+        state = ServerState()
+        state.default_headers = [(b"server", b"uvicorn")]
+        protocol = protocol_class(config=config, server_state=state, app_state={})
+        transport = RecordingTransport()
+        protocol.connection_made(transport)
+        if pause_writing:
+            protocol.pause_writing()
+            asyncio.get_running_loop().call_later(0.05, protocol.resume_writing)
+        protocol.data_received(data)
+        for _ in range(100):
+            await asyncio.sleep(0.005)
+            if not state.tasks and not protocol.pipeline:
+                break
+        transport.closed_by_server = transport.closed
+        protocol.connection_lost(None)
+        return transport
+
+    return asyncio.run(run())
+
+
+def test_the_whole_response_is_one_write_of_the_bytes_uvicorn_would_send() -> None:
+    fast = serve(ServiceHttpProtocol, POST)
+    plain = serve(HttpToolsProtocol, POST)
+    assert len(fast.writes) == 1
+    assert len(plain.writes) == 2
+    assert fast.writes[0] == b"".join(plain.writes)
+    assert fast.writes[0].startswith(b"HTTP/1.1 200 OK\r\nserver: uvicorn\r\ncontent-type: application/json")
+    assert fast.writes[0].endswith(b"\r\n\r\n" + BODY)
+    assert not fast.closed_by_server
+
+
+def test_pipelined_requests_on_a_kept_alive_connection_are_answered_in_order() -> None:
+    fast = serve(ServiceHttpProtocol, POST * 3)
+    plain = serve(HttpToolsProtocol, POST * 3)
+    assert len(fast.writes) == 3
+    assert b"".join(fast.writes) == b"".join(plain.writes)
+    assert not fast.closed_by_server
+
+
+def test_an_http_1_0_request_gets_connection_close_and_the_connection_is_closed() -> None:
+    request = POST.replace(b"HTTP/1.1", b"HTTP/1.0")
+    fast = serve(ServiceHttpProtocol, request)
+    plain = serve(HttpToolsProtocol, request)
+    assert fast.writes == [b"".join(plain.writes)]
+    assert b"\r\nconnection: close\r\n" in fast.writes[0]
+    assert fast.closed_by_server
+    assert plain.closed_by_server
+
+
+def test_under_back_pressure_the_plain_asgi_path_answers() -> None:
+    fast = serve(ServiceHttpProtocol, POST, pause_writing=True)
+    assert len(fast.writes) == 2  # the extension declined; uvicorn's send waited for the drain
+    assert b"".join(fast.writes) == b"".join(serve(HttpToolsProtocol, POST).writes)
+
+
+def test_uvicorns_own_protocol_offers_no_extension() -> None:
+    seen: list[bool] = []
+
+    async def probe(scope: Any, receive: Any, send: Any) -> None:
+        seen.append(WHOLE_RESPONSE in scope.get("extensions", {}))
+        await answer(scope, receive, send)
+
+    serve(HttpToolsProtocol, POST, app=probe)
+    serve(ServiceHttpProtocol, POST, app=probe)
+    assert seen == [False, True]
+
+
+@pytest.mark.parametrize(
+    ("headers", "error"),
+    [
+        ([(b"x-model", b"evil\r\nset-cookie: a=b")], "Invalid HTTP header"),
+        ([(b"bad name", b"v")], "Invalid HTTP header"),
+    ],
+)
+def test_header_injection_is_refused_like_uvicorn_does(headers: Headers, error: str) -> None:
+    results: list[BaseException] = []
+
+    async def inject(scope: Any, receive: Any, send: Any) -> None:
+        await receive()
+        try:
+            scope["extensions"][WHOLE_RESPONSE](200, [*HEADERS, *headers], BODY)
+        except RuntimeError as exc:
+            results.append(exc)
+            raise
+
+    transport = serve(ServiceHttpProtocol, POST, app=inject)
+    assert len(results) == 1
+    assert error in str(results[0])
+    assert transport.writes[0].startswith(b"HTTP/1.1 500 ")  # uvicorn's answer to an app that raised
+
+
+def test_a_connection_header_is_left_to_uvicorns_send() -> None:
+    async def closing(scope: Any, receive: Any, send: Any) -> None:
+        await receive()
+        headers = [*HEADERS, (b"connection", b"close")]
+        assert not scope["extensions"][WHOLE_RESPONSE](413, headers, BODY)
+        await send({"type": "http.response.start", "status": 413, "headers": headers})
+        await send({"type": "http.response.body", "body": BODY})
+
+    transport = serve(ServiceHttpProtocol, POST, app=closing)
+    assert transport.writes[0].startswith(b"HTTP/1.1 413 ")
+    assert transport.closed_by_server
+
+
+def test_a_started_response_is_not_written_twice() -> None:
+    async def started(scope: Any, receive: Any, send: Any) -> None:
+        await receive()
+        await send({"type": "http.response.start", "status": 200, "headers": HEADERS})
+        assert not scope["extensions"][WHOLE_RESPONSE](200, HEADERS, BODY)
+        await send({"type": "http.response.body", "body": BODY})
+
+    transport = serve(ServiceHttpProtocol, POST, app=started)
+    assert b"".join(transport.writes) == b"".join(serve(HttpToolsProtocol, POST).writes)
+
+
+def test_write_whole_response_is_what_the_protocol_offers() -> None:
+    offered: list[Any] = []
+
+    async def grab(scope: Any, receive: Any, send: Any) -> None:
+        offered.append(scope["extensions"][WHOLE_RESPONSE])
+        await answer(scope, receive, send)
+
+    serve(ServiceHttpProtocol, POST, app=grab)
+    assert offered[0].func is write_whole_response
