@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from bench.loadgen import ResponseError, check_body, read_response, run_load
+from bench.loadgen import HttpConnection, ResponseError, check_body, parse_response, run_load
 from bench.payloads import Payload
 from bench.procstat import cpu_seconds, memory_kib
 
@@ -126,16 +126,37 @@ def test_run_load_refuses_bad_arguments() -> None:
         asyncio.run(run_load("http://127.0.0.1:1", sentiment(1), concurrency=0, duration_s=1, warmup_s=0))
 
 
-def test_read_response_parses_length_and_chunked_bodies() -> None:
-    async def parse(raw: bytes) -> tuple[int, bytes]:
-        reader = asyncio.StreamReader()
-        reader.feed_data(raw)
-        reader.feed_eof()
-        return await read_response(reader)
-
-    assert asyncio.run(parse(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nhi")) == (200, b"hi")
+def test_parse_response_reads_length_and_chunked_bodies_and_waits_for_the_rest() -> None:
+    plain = b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nhi"
+    assert parse_response(plain) == (200, b"hi", len(plain))
+    assert parse_response(plain + b"HTTP/1.1 200") == (200, b"hi", len(plain))
     chunked = b"HTTP/1.1 429 Too Many\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n2\r\nde\r\n0\r\n\r\n"
-    assert asyncio.run(parse(chunked)) == (429, b"abcde")
+    assert parse_response(chunked) == (429, b"abcde", len(chunked))
+    for raw in (plain, chunked):
+        assert all(parse_response(raw[:cut]) is None for cut in range(len(raw)))
+    with pytest.raises(ValueError, match="status line"):
+        parse_response(b"garbage\r\n\r\n")
+
+
+def test_a_connection_answers_in_order_and_times_out_on_a_silent_server() -> None:
+    async def slow(body: bytes) -> tuple[int, bytes, bool]:
+        await asyncio.sleep(0.5 if body == b"slow" else 0)
+        return 200, body.upper(), body == b"chunk"
+
+    def post(body: bytes) -> bytes:
+        return b"POST / HTTP/1.1\r\nContent-Length: %d\r\n\r\n%s" % (len(body), body)
+
+    async def go() -> None:
+        async with http_server(slow) as url:
+            host, port = url.removeprefix("http://").split(":")
+            connection = await HttpConnection.open(host, int(port))
+            assert await connection.request(post(b"one"), 5.0) == (200, b"ONE")
+            assert await connection.request(post(b"chunk"), 5.0) == (200, b"CHUNK")
+            with pytest.raises(TimeoutError):
+                await connection.request(post(b"slow"), 0.05)
+            connection.close()
+
+    asyncio.run(go())
 
 
 def test_check_body_wants_results_with_the_endpoint_field() -> None:
