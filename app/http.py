@@ -69,3 +69,7 @@ class ServiceHttpProtocol(HttpToolsProtocol):
         if cycle is not None and cycle.scope is self.scope:
             extensions = self.scope.setdefault("extensions", {})
             extensions[WHOLE_RESPONSE] = functools.partial(write_whole_response, cycle)
+
+
+# What uvicorn's `--http` takes to select it (the Makefile and the Dockerfile spell it out).
+UVICORN_HTTP = f"{__name__}:{ServiceHttpProtocol.__name__}"

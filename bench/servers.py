@@ -34,6 +34,7 @@ def http_get(port: int, path: str, timeout: float = 5.0) -> tuple[int, bytes]:
 
 
 SERVICE_FACTORY = "app.main:create_app"
+# app.http.UVICORN_HTTP, spelled out: importing app here would load onnxruntime into the benchmark driver.
 SERVICE_PROTOCOL = "app.http:ServiceHttpProtocol"
 
 

@@ -11,7 +11,7 @@ from uvicorn.config import Config
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 from uvicorn.server import ServerState
 
-from app.http import ServiceHttpProtocol, write_whole_response
+from app.http import UVICORN_HTTP, ServiceHttpProtocol, write_whole_response
 from app.middleware import WHOLE_RESPONSE, Headers
 
 BODY = b'{"results":[{"label":"positive"}]}'
@@ -195,3 +195,13 @@ def test_write_whole_response_is_what_the_protocol_offers() -> None:
 
     serve(ServiceHttpProtocol, POST, app=grab)
     assert offered[0].func is write_whole_response
+
+
+def test_every_launcher_selects_the_protocol_by_its_import_string() -> None:
+    from bench.servers import SERVICE_PROTOCOL
+    from tests.app.server import REPO
+
+    assert UVICORN_HTTP == "app.http:ServiceHttpProtocol"
+    assert SERVICE_PROTOCOL == UVICORN_HTTP
+    assert f"--http {UVICORN_HTTP}" in (REPO / "Makefile").read_text()
+    assert f'"--http", "{UVICORN_HTTP}"' in (REPO / "Dockerfile").read_text()

@@ -17,6 +17,7 @@ from types import TracebackType
 
 import httpx
 
+from app.http import UVICORN_HTTP
 from tests.ops.tools import REPO, require_tool
 
 READY_TIMEOUT_S = 90.0
@@ -70,7 +71,7 @@ class Server:
                 "1",
                 "--no-access-log",
                 "--http",
-                "app.http:ServiceHttpProtocol",
+                UVICORN_HTTP,
             ],
             cwd=REPO,
             env=service_env(store, **(env or {})),
