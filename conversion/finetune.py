@@ -180,10 +180,12 @@ def finetune(
     )
 
     from conversion.checkpoint import check_checkpoint_dir
+    from conversion.checkpoint_dir import check_replaceable, describe_input, save_trained_checkpoint
 
     if train_tsv.stem in VALIDATION_SETS:
         raise DataError(f"{train_tsv}: {train_tsv.stem} is a validation set; never train on it")
     check_checkpoint_dir(base_dir)  # no pickles, no remote code, complete safetensors
+    check_replaceable(out_dir)
     if len(set(labels)) != len(labels) or len(labels) < 2:
         raise ValueError(f"labels must be at least 2 distinct names, got {labels}")
     torch.set_num_threads(cfg.threads)
@@ -262,7 +264,11 @@ def finetune(
         )
     print(f"training took {elapsed:.0f} s")
 
-    out_dir.mkdir(parents=True, exist_ok=True)
-    model.save_pretrained(out_dir, safe_serialization=True)
-    tokenizer.save_pretrained(out_dir)
-    return out_dir
+    trained = {
+        "trained_by": "finetune",
+        "settings": cfg.model_dump(mode="json"),
+        "labels": labels,
+        "base": describe_input(base_dir),
+        "data": describe_input(train_tsv),
+    }
+    return save_trained_checkpoint(out_dir, model, tokenizer, trained)

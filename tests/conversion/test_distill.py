@@ -6,6 +6,7 @@ import pytest
 import torch
 from pydantic import ValidationError
 
+from conversion.checkpoint_dir import partial_dir, read_marker
 from conversion.data import DataError
 from conversion.distill import (
     DistillConfig,
@@ -79,6 +80,15 @@ def test_distill_checkpoint_writes_a_reloadable_smaller_student(
     assert student.config.id2label == {0: "negative", 1: "positive"}
     assert (out / "model.safetensors").is_file()
     assert (out / "tokenizer.json").is_file()
+    marker = read_marker(out)
+    assert marker is not None
+    assert (marker["trained_by"], marker["kind"], marker["student_layers"]) == (
+        "distill",
+        "sequence-classification",
+        [1],
+    )
+    assert marker["settings"] == cfg.model_dump(mode="json")
+    assert not partial_dir(out).exists()
 
 
 def test_validation_sets_are_never_distilled_on(tmp_path: Path) -> None:

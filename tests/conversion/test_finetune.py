@@ -5,7 +5,9 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
+from conversion import finetune as finetune_module
 from conversion.checkpoint import load_checkpoint
+from conversion.checkpoint_dir import MARKER, is_complete, partial_dir, read_marker
 from conversion.data import DataError
 from conversion.finetune import (
     FinetuneConfig,
@@ -14,6 +16,7 @@ from conversion.finetune import (
     length_grouped_batches,
     read_labelled_tsv,
 )
+from conversion.hashing import sha256_dir, sha256_file
 
 POSITIVE = ["great phone", "I love it", "excellent sound", "works perfect", "best chair", "nice lamp"]
 NEGATIVE = ["terrible battery", "it broke", "worst movie", "waste of money", "awful service", "poor quality"]
@@ -45,6 +48,44 @@ def test_finetune_writes_a_reloadable_safetensors_classifier(
     name = "encoder.layer.1.intermediate.dense.weight"
     assert not torch.equal(weights[f"bert.{name}"], start[name])
     assert "classifier.weight" in weights
+    marker = read_marker(out)
+    assert marker is not None
+    assert (marker["trained_by"], marker["labels"]) == ("finetune", ["negative", "positive"])
+    assert marker["settings"] == cfg.model_dump(mode="json")
+    assert marker["data"]["sha256"] == sha256_file(train)
+    assert marker["base"]["sha256"] == sha256_dir(base)
+
+
+def test_an_interrupted_finetune_is_not_a_checkpoint_and_is_redone(
+    tiny_checkpoints: dict[str, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    base = tiny_checkpoints["bi-encoder"]
+    train = _write_tsv(tmp_path / "train.tsv", [(t, "1") for t in POSITIVE] + [(t, "0") for t in NEGATIVE])
+    cfg = FinetuneConfig(max_train_texts=12, heldout_texts=0, batch_size=6)
+    out = tmp_path / "ft"
+    out.mkdir()  # what a run interrupted before checkpoints had a marker left: config, no weights
+    (out / "config.json").write_text("{}", encoding="utf-8")
+
+    def killed(*args: object, **kwargs: object) -> None:
+        raise KeyboardInterrupt
+
+    with monkeypatch.context() as patch:
+        patch.setattr(finetune_module, "length_grouped_batches", killed)
+        with pytest.raises(KeyboardInterrupt):
+            finetune(base, train, out, cfg)
+    assert not is_complete(out)
+    with monkeypatch.context() as patch:
+        patch.setattr("transformers.PreTrainedTokenizerBase.save_pretrained", killed)
+        with pytest.raises(KeyboardInterrupt):
+            finetune(base, train, out, cfg)  # interrupted while saving: model saved, tokenizer not
+    assert not is_complete(out)
+    assert not partial_dir(out).exists()
+
+    assert finetune(base, train, out, cfg) == out
+    assert is_complete(out)
+    assert (out / MARKER).is_file()
+    assert load_checkpoint(out, "sequence-classification").labels == ["negative", "positive"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["ft", "train.tsv"]
 
 
 def test_bad_training_files_get_clear_errors(tmp_path: Path) -> None:

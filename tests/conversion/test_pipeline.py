@@ -168,6 +168,37 @@ def test_build_defaults_skips_models_that_exist(tmp_path: Path, capsys: pytest.C
     assert "review-sentiment: version 1 exists" in out
 
 
+def test_the_default_sentiment_checkpoint_is_reused_only_when_complete(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from conversion import finetune
+    from conversion.checkpoint_dir import MARKER, is_complete, write_checkpoint
+    from conversion.cli import ensure_finetuned_sentiment
+    from conversion.tiny import make_tiny_checkpoint
+
+    runs: list[Path] = []
+
+    def save(folder: Path) -> None:
+        make_tiny_checkpoint(folder, "sequence-classification")
+
+    def fake_finetune(base: Path, train: Path, out_dir: Path, cfg: object) -> Path:
+        runs.append(out_dir)
+        return write_checkpoint(out_dir, {"trained_by": "test"}, save)
+
+    monkeypatch.setattr(finetune, "finetune", fake_finetune)
+    checkpoint = tmp_path / "checkpoints" / "review-sentiment-finetuned"
+    ensure_finetuned_sentiment(checkpoint)
+    assert "is missing" in capsys.readouterr().err
+    assert is_complete(checkpoint)
+    ensure_finetuned_sentiment(checkpoint)  # complete: reused
+    assert runs == [checkpoint]
+    (checkpoint / MARKER).unlink()  # as a fine-tune interrupted before checkpoints had a marker leaves it
+    ensure_finetuned_sentiment(checkpoint)
+    assert f"is unfinished (no valid {MARKER})" in capsys.readouterr().err
+    assert runs == [checkpoint, checkpoint]
+    assert is_complete(checkpoint)
+
+
 def test_pruned_and_distilled_build_exports_a_smaller_graph(
     tiny_checkpoints: dict[str, Path], tmp_path: Path
 ) -> None:

@@ -1,4 +1,5 @@
 import json
+import os
 from pathlib import Path
 
 import pytest
@@ -66,3 +67,48 @@ def test_tampered_files_are_detected(tmp_path: Path) -> None:
     with pytest.raises(StoreError, match="no published versions"):
         version_dir(tmp_path / "store", "nothing")
     assert json.loads((path / "manifest.json").read_text())["name"] == "m"
+
+
+def _inode(path: Path) -> tuple[int, int]:
+    stat = path.stat()
+    return stat.st_dev, stat.st_ino
+
+
+def test_files_and_folders_are_fsynced_around_the_rename(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Files, manifest and the temporary folder before the rename, the model folder after it."""
+    events: list[tuple[str, tuple[int, int]]] = []
+    real_fsync, real_rename = os.fsync, os.rename
+
+    def fsync(fd: int) -> None:
+        stat = os.fstat(fd)
+        events.append(("fsync", (stat.st_dev, stat.st_ino)))
+        real_fsync(fd)
+
+    def rename(src: str | Path, dst: str | Path) -> None:
+        real_rename(src, dst)
+        events.append(("rename", _inode(Path(dst))))
+
+    monkeypatch.setattr(os, "fsync", fsync)
+    monkeypatch.setattr(os, "rename", rename)
+    path = publish_version(tmp_path / "store", "m", _files(tmp_path), {"name": "m"})
+
+    renamed = events.index(("rename", _inode(path)))  # a rename keeps the inodes of the folder and files
+    before, after = {e[1] for e in events[:renamed]}, {e[1] for e in events[renamed + 1 :]}
+    for name in ("model.onnx", "tokenizer.json", "manifest.json"):
+        assert _inode(path / name) in before, name
+    assert _inode(path) in before
+    assert _inode(path.parent) in after
+    assert events[renamed - 1] == ("fsync", _inode(path))  # the folder's entries, once all files are in
+
+
+def test_published_folder_names_follow_the_services_version_rule(tmp_path: Path) -> None:
+    from app.store import VERSION_NAME as SERVED
+    from conversion.publish import VERSION_NAME, next_version
+
+    assert VERSION_NAME.pattern == SERVED.pattern
+    for odd in ("²", "v3", "07", "-1"):
+        (tmp_path / "m" / odd).mkdir(parents=True)
+    (tmp_path / "m" / "2").mkdir()
+    assert next_version(tmp_path / "m") == "3"
