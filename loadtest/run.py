@@ -16,6 +16,7 @@ import json
 import subprocess
 import sys
 import time
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -139,12 +140,16 @@ def locust_command(
     run_time: str = "60s",
     seed: int = 0,
     api_token: str | None = None,
+    locustfiles: Sequence[Path] = (),
+    extra_args: Sequence[str] = (),
 ) -> list[str]:
-    """The headless locust command line; results go to `out/locust_*.csv` and `out/report.html`."""
+    """The headless locust command line; results go to `out/locust_*.csv` and `out/report.html`.
+    `locustfiles` are loaded beside loadtest/locustfile.py; `extra_args` go last (e.g. user class names)."""
+    files = [REPO / "loadtest" / "locustfile.py", *locustfiles]
     command = [
         sys.executable, "-m", "locust",
         "--config", str(REPO / "loadtest" / "locust.conf"),
-        "--locustfile", str(REPO / "loadtest" / "locustfile.py"),
+        "--locustfile", ",".join(str(path) for path in files),
         "--headless", "--only-summary",
         "--host", host,
         "--shape", shape,
@@ -158,7 +163,7 @@ def locust_command(
     ]  # fmt: skip
     if api_token:
         command += ["--api-token", api_token]
-    return command
+    return [*command, *extra_args]
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
