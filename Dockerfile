@@ -82,5 +82,7 @@ USER 10001:10001
 EXPOSE 8000
 HEALTHCHECK --interval=10s --timeout=3s --start-period=60s --retries=3 \
     CMD ["python", "-c", "import urllib.request; urllib.request.urlopen('http://127.0.0.1:8000/readyz', timeout=2)"]
-# Exec form: uvicorn is PID 1 and receives SIGTERM itself, so the service drains before it exits.
-CMD ["uvicorn", "--factory", "app.main:create_app", "--host", "0.0.0.0", "--port", "8000", "--workers", "1", "--no-access-log", "--http", "app.http:ServiceHttpProtocol"]
+# Exec form: the server (python -m app: uvicorn with the production options) is PID 1 and receives
+# SIGTERM itself, so the service drains before it exits.
+ENV INFERENCE_HOST=0.0.0.0 INFERENCE_PORT=8000
+CMD ["python", "-m", "app"]

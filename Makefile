@@ -24,7 +24,7 @@ store: venv
 	$(PY) -m conversion.cli build-defaults --store $(STORE)
 
 run: store
-	INFERENCE_MODEL_STORE=$(STORE) .venv/bin/uvicorn --factory app.main:create_app --host $(HOST) --port $(PORT) --no-access-log --http app.http:ServiceHttpProtocol
+	INFERENCE_MODEL_STORE=$(STORE) INFERENCE_HOST=$(HOST) INFERENCE_PORT=$(PORT) $(PY) -m app
 
 # The suite includes tests against the real default models, so it builds the store first (skipped when it exists).
 test: store
@@ -43,3 +43,10 @@ bench: store
 lint: venv
 	.venv/bin/ruff check app conversion bench tests loadtest
 	.venv/bin/mypy
+
+# Issue 11's soak benchmark (30 min, run on a quiet machine): storefront + hostile locust load against the
+# service started on $(STORE); prints RSS growth (goal < 5%), responses by status and p99 per minute, and
+# writes bench_results/soak/. Options go in SOAK_ARGS, e.g. `make soak SOAK_ARGS="--minutes 5"`.
+.PHONY: soak
+soak: store
+	$(PY) -m loadtest.soak --store $(STORE) $(SOAK_ARGS)

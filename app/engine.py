@@ -30,6 +30,7 @@ from app.errors import (
     QueueFull,
     ServiceError,
 )
+from app.logs import request_id_var
 from app.metrics import Metrics
 from app.runtime import FloatArray, Runtime, TextInput, Tokenized
 
@@ -73,6 +74,7 @@ class Job:
         "outputs",
         "queue_s",
         "remaining",
+        "request_id",
         "tokenize_s",
         "truncated",
     )
@@ -91,6 +93,7 @@ class Job:
         self.queue_s = 0.0
         self.tokenize_s = 0.0
         self.inference_s = 0.0
+        self.request_id = request_id_var.get()
 
     def cancel(self) -> None:
         """Stop caring about this job: its queued texts are skipped by the workers."""
@@ -123,12 +126,13 @@ class Job:
 
 
 class _Item:
-    __slots__ = ("index", "job", "text")
+    __slots__ = ("delivered", "index", "job", "text")
 
     def __init__(self, job: Job, index: int, text: TextInput) -> None:
         self.job = job
         self.index = index
         self.text = text
+        self.delivered = False
 
 
 class ModelEngine:
@@ -278,16 +282,35 @@ class ModelEngine:
                 return
             try:
                 self._process(runtime, window)
-            except Exception as exc:
-                log.exception("model %s/%s: batch failed", self.name, self.version)
-                error = InferenceFailed(
-                    f"model {self.name} version {self.version} failed on a batch: {type(exc).__name__}"
-                )
-                for item in window:
-                    item.job.fail(error)
+            except Exception:
+                self._isolate(runtime, window)
             finally:
                 with self._cond:
                     self._busy -= 1
+
+    def _isolate(self, runtime: Runtime, window: list[_Item]) -> None:
+        """A window failed: run what it left undelivered again, one request at a time, so that only the
+        request(s) whose texts make the model fail get an error; the others get their normal answers."""
+        by_job: dict[int, list[_Item]] = {}
+        for item in window:
+            if not item.delivered and not item.job.done:
+                by_job.setdefault(id(item.job), []).append(item)
+        for items in by_job.values():
+            job = items[0].job
+            try:
+                self._process(runtime, items)
+            except Exception as exc:
+                token = request_id_var.set(job.request_id)
+                try:
+                    log.exception("model %s/%s: inference failed for this request", self.name, self.version)
+                finally:
+                    request_id_var.reset(token)
+                job.fail(
+                    InferenceFailed(
+                        f"model {self.name} version {self.version} failed on this request's texts: "
+                        f"{type(exc).__name__}"
+                    )
+                )
 
     def _live(self, items: list[_Item], now: float) -> list[_Item]:
         live = []
@@ -369,6 +392,7 @@ class ModelEngine:
             item = live[i]
             job = item.job
             with job.lock:
+                item.delivered = True
                 if job.done:
                     continue
                 if job.outputs is None:

@@ -25,12 +25,26 @@ class InvalidRequest(ServiceError):
         self.field = field
 
 
+class BadRequest(ServiceError):
+    """A request HTTP itself calls malformed (a header that must appear once appears twice)."""
+
+    type = "bad_request"
+
+
 class BodyTooLarge(ServiceError):
     type = "body_too_large"
 
 
+class BodyTimeout(ServiceError):
+    type = "body_timeout"
+
+
 class Unauthorized(ServiceError):
     type = "unauthorized"
+
+
+class Forbidden(ServiceError):
+    type = "forbidden"
 
 
 class ModelNotFound(ServiceError):
@@ -75,17 +89,14 @@ class ModelLoadError(ServiceError):
         self.reason = reason
 
 
-class ConfigError(ServiceError):
-    """Settings that contradict what the store holds; the service refuses to start."""
-
-    type = "config_error"
-
-
 # Most specific class first; `status_of` walks the MRO so subclasses inherit their parent's status.
 STATUS_OF: dict[type[ServiceError], int] = {
     InvalidRequest: 422,
+    BadRequest: 400,
     BodyTooLarge: 413,
+    BodyTimeout: 408,
     Unauthorized: 401,
+    Forbidden: 403,
     ModelNotFound: 404,
     QueueFull: 429,
     NotReady: 503,
@@ -95,7 +106,6 @@ STATUS_OF: dict[type[ServiceError], int] = {
     ClientDisconnected: 499,
     InferenceFailed: 500,
     ModelLoadError: 500,
-    ConfigError: 500,
     ServiceError: 500,
 }
 
@@ -106,8 +116,11 @@ REJECTION_REASON_OF: dict[type[ServiceError], str] = {
     Draining: "draining",
     NotReady: "not_ready",
     BodyTooLarge: "body_too_large",
+    BodyTimeout: "body_timeout",
+    BadRequest: "bad_request",
     InvalidRequest: "invalid_request",
     Unauthorized: "unauthorized",
+    Forbidden: "forbidden",
     ClientDisconnected: "client_disconnected",
 }
 

@@ -91,6 +91,18 @@ def install_drain_handler(service: Service, timeout: float) -> Callable[[], None
     return restore
 
 
+def log_access_control(settings: Settings) -> None:
+    """Say at startup who may call what, so that a deployment serving without auth is seen at once."""
+    if settings.api_token is not None:
+        log.info("auth on: /v1 endpoints need the bearer token (INFERENCE_API_TOKEN)")
+    else:
+        log.warning("auth OFF: /v1 endpoints answer anyone (INFERENCE_API_TOKEN is not set)")
+    if settings.admin_token is not None:
+        log.info("model reload on: POST /v1/models/reload needs the admin token (INFERENCE_ADMIN_TOKEN)")
+    else:
+        log.info("model reload off: POST /v1/models/reload answers 403 (INFERENCE_ADMIN_TOKEN is not set)")
+
+
 class ServiceApp(FastAPI):
     """FastAPI with one more layer outside its whole middleware stack (`front`: ServiceMiddleware), so
     that the hot endpoints pay for one middleware and no routing or dependency solving."""
@@ -112,6 +124,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        log_access_control(settings)
         await service.start()
         ready, problems = service.readiness()
         log.info("started: %s", "ready" if ready else "not ready: " + "; ".join(problems))
@@ -128,9 +141,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             log.info("engines stopped")
 
     def front(inner: ASGIApp) -> ASGIApp:
-        return ServiceMiddleware(
-            inner, service, metrics, settings.max_body_bytes, fast_routes(service, metrics)
-        )
+        return ServiceMiddleware(inner, service, metrics, fast_routes(service, metrics))
 
     app = ServiceApp(
         front,

@@ -16,8 +16,11 @@ REJECTION_REASONS = (
     "draining",
     "not_ready",
     "body_too_large",
+    "body_timeout",
+    "bad_request",
     "invalid_request",
     "unauthorized",
+    "forbidden",
     "client_disconnected",
 )
 

@@ -1,5 +1,9 @@
 """The one ASGI middleware in front of the app: request id, timing, in-flight accounting, metrics, access
-log and the body size limit, plus the dispatch of the hot endpoints to their fast handlers.
+log, the checks every request passes before its body is read (duplicate headers, the bearer token), the
+body's size limit and deadline, plus the dispatch of the hot endpoints to their fast handlers.
+
+Every request's body is read here, once, and replayed to whoever answers it, so the limits, the token
+check and the error they give are decided in one place for the fast handlers and the FastAPI routes alike.
 
 It sits outside FastAPI's own middleware stack (see `app.main.ServiceApp`). A hot endpoint (`routes`: the
 POST /v1 inference calls) is answered here without FastAPI's routing and dependency solving; a handler
@@ -10,6 +14,8 @@ FastAPI app directly.
 
 from __future__ import annotations
 
+import asyncio
+import hmac
 import itertools
 import logging
 import os
@@ -21,9 +27,20 @@ from typing import Any
 
 import orjson
 from prometheus_client.metrics import Gauge, Histogram
+from pydantic import SecretStr
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from app.errors import error_body
+from app.errors import (
+    BadRequest,
+    BodyTimeout,
+    BodyTooLarge,
+    Forbidden,
+    ServiceError,
+    Unauthorized,
+    error_body,
+    rejection_reason,
+    status_of,
+)
 from app.logs import request_id_var
 from app.metrics import Metrics
 from app.service import Service
@@ -43,6 +60,7 @@ ENDPOINTS = frozenset(
     }
 )
 _QUIET = frozenset({"/metrics", "/livez", "/readyz"})
+ADMIN_PATH = "/v1/models/reload"
 _REQUEST_ID = re.compile(rb"^[A-Za-z0-9._:-]{1,128}$")
 Headers = list[tuple[bytes, bytes]]
 # ASGI extension offered by `app.http.ServiceHttpProtocol`: (status, headers, body) -> bool, the whole
@@ -102,13 +120,15 @@ class ServiceMiddleware:
         app: ASGIApp,
         service: Service,
         metrics: Metrics,
-        max_bytes: int,
         routes: Mapping[str, FastHandler],
     ) -> None:
         self.app = app
         self.service = service
         self.metrics = metrics
-        self.max_bytes = max_bytes
+        settings = service.settings
+        self.max_bytes = settings.max_body_bytes
+        self.body_timeout_s = settings.body_timeout_s
+        self.tokens = AccessTokens(settings.api_token, settings.admin_token)
         self.routes = dict(routes)
         self.ids = RequestIds()
         self._in_flight: dict[str, Gauge] = {}
@@ -138,11 +158,17 @@ class ServiceMiddleware:
         started = time.monotonic()
         incoming = b""
         length: bytes | None = None
+        authorization: list[bytes] = []
+        content_types = 0
         for key, value in scope["headers"]:
             if key == b"x-request-id":
                 incoming = value
             elif key == b"content-length":
                 length = value
+            elif key == b"authorization":
+                authorization.append(value)
+            elif key == b"content-type":
+                content_types += 1
         request_id = incoming.decode("latin-1") if _REQUEST_ID.match(incoming) else self.ids.next()
         id_header = request_id.encode("latin-1")
         state = scope.setdefault("state", {})
@@ -150,38 +176,43 @@ class ServiceMiddleware:
         state["started_at"] = started
         path: str = scope["path"]
         endpoint = endpoint_label(path)
-        counts = path.startswith("/v1/")
         token = request_id_var.set(request_id)
         in_flight = self._gauge(endpoint)
         in_flight.inc()
-        if counts:
-            self.service.request_started()
+        counted = False
         status = 500
         model = version = "none"
         try:
-            if length is not None and _declared(length) > self.max_bytes:
-                status = await self._too_large(endpoint, send, id_header, started)
+            refusal = self._refusal(path, authorization, content_types, length)
+            body: bytes | None = None
+            if refusal is None:
+                read = await self._read_body(receive)
+                if isinstance(read, ServiceError):
+                    refusal = read
+                else:
+                    body = read
+            if refusal is not None:
+                status = await self._refuse(refusal, endpoint, send, id_header, started)
                 return
+            if body is None:
+                status = 499  # the client left while sending its body: nobody to answer
+                return
+            counted = path.startswith("/v1/")
+            if counted:
+                self.service.request_started()
             handler = self.routes.get(path) if scope["method"] == "POST" else None
             if handler is not None:
-                body = await self._read_body(receive)
-                if body is None:
-                    status = await self._too_large(endpoint, send, id_header, started)
-                    return
-                if isinstance(body, int):
-                    status = body  # the client left while sending its body: nobody to answer
-                    return
                 reply = await handler(Exchange(scope, body, receive, started))
                 if reply is not None:
                     status, model, version = reply.status, reply.model, reply.version
                     await _send_reply(send, reply, id_header, started, scope)
                     return
-                receive = _replay(body, receive)
-            status, model, version = await self._forward(scope, receive, send, id_header, started)
+            replayed = _replay(body, receive)
+            status, model, version = await self._forward(scope, replayed, send, id_header, started)
         finally:
             elapsed = time.monotonic() - started
             in_flight.dec()
-            if counts:
+            if counted:
                 self.service.request_finished()
             self._observe(endpoint, model, version, status, elapsed)
             if status >= 400:
@@ -190,74 +221,107 @@ class ServiceMiddleware:
                 log.debug("%s %s %d %.1fms", scope["method"], path, status, elapsed * 1000)
             request_id_var.reset(token)
 
-    async def _read_body(self, receive: Receive) -> bytes | int | None:
-        """The whole body; None past `max_bytes`; 499 when the client disconnected first."""
+    def _refusal(
+        self, path: str, authorization: list[bytes], content_types: int, length: bytes | None
+    ) -> ServiceError | None:
+        """What refuses a request on its headers alone, before its body is read or parsed."""
+        if len(authorization) > 1 or content_types > 1:
+            twice = "authorization" if len(authorization) > 1 else "content-type"
+            return BadRequest(f"the {twice} header appears more than once")
+        if length is not None and _declared(length) > self.max_bytes:
+            return self._too_large()
+        return self.tokens.refusal(path, authorization[0] if authorization else None)
+
+    def _too_large(self) -> BodyTooLarge:
+        return BodyTooLarge(f"request body is larger than {self.max_bytes} bytes (INFERENCE_MAX_BODY_BYTES)")
+
+    async def _read_body(self, receive: Receive) -> bytes | ServiceError | None:
+        """The whole body; an error past `max_bytes` or the body deadline; None when the client left."""
         chunks: list[bytes] = []
         size = 0
-        while True:
-            message = await receive()
-            if message["type"] != "http.request":
-                return 499
-            chunk: bytes = message.get("body", b"")
-            if chunk:
-                size += len(chunk)
-                if size > self.max_bytes:
-                    return None
-                chunks.append(chunk)
-            if not message.get("more_body", False):
-                return chunks[0] if len(chunks) == 1 else b"".join(chunks)
+        try:
+            async with asyncio.timeout(self.body_timeout_s):
+                while True:
+                    message = await receive()
+                    if message["type"] != "http.request":
+                        return None
+                    chunk: bytes = message.get("body", b"")
+                    if chunk:
+                        size += len(chunk)
+                        if size > self.max_bytes:
+                            return self._too_large()
+                        chunks.append(chunk)
+                    if not message.get("more_body", False):
+                        return chunks[0] if len(chunks) == 1 else b"".join(chunks)
+        except TimeoutError:
+            return BodyTimeout(
+                f"the request body did not arrive within {self.body_timeout_s:g}s (INFERENCE_BODY_TIMEOUT_S)"
+            )
 
     async def _forward(
         self, scope: Scope, receive: Receive, send: Send, id_header: bytes, started: float
     ) -> tuple[int, str, str]:
-        """Run the FastAPI app with the body limit on `receive` and our headers on its response."""
+        """Run the FastAPI app (the body replayed by `receive`) with our headers on its response."""
         status = 500
-        received = 0
-        rejected = False
-
-        async def limited_receive() -> Message:
-            nonlocal received, rejected
-            if rejected:
-                return {"type": "http.disconnect"}
-            message = await receive()
-            if message["type"] == "http.request":
-                received += len(message.get("body", b""))
-                if received > self.max_bytes:
-                    rejected = True
-                    await self._too_large(endpoint_label(scope["path"]), send, id_header, started)
-                    return {"type": "http.disconnect"}
-            return message
 
         async def send_with_headers(message: Message) -> None:
             nonlocal status
-            if rejected:
-                return
             if message["type"] == "http.response.start":
                 status = message["status"]
                 message["headers"] = [*message.get("headers", ()), *_context_headers(id_header, started)]
             await send(message)
 
-        try:
-            await self.app(scope, limited_receive, send_with_headers)
-        except Exception:
-            if not rejected:
-                raise
-        if rejected:
-            return 413, "none", "none"
+        await self.app(scope, receive, send_with_headers)
         state: dict[str, Any] = scope["state"]
         return status, state.get("model", "none"), state.get("version", "none")
 
-    async def _too_large(self, endpoint: str, send: Send, id_header: bytes, started: float) -> int:
-        self.metrics.rejected.labels(endpoint=endpoint, reason="body_too_large").inc()
-        body = orjson.dumps(
-            error_body(
-                "body_too_large",
-                f"request body is larger than {self.max_bytes} bytes (INFERENCE_MAX_BODY_BYTES)",
-            )
-        )
-        reply = Reply(413, body, [(b"connection", b"close")])
+    async def _refuse(
+        self, error: ServiceError, endpoint: str, send: Send, id_header: bytes, started: float
+    ) -> int:
+        """Answer a refusal decided here. A refusal before the whole body was read closes the connection:
+        the unread rest of the body cannot be told from the next request."""
+        status = status_of(error)
+        reason = rejection_reason(error)
+        if reason is not None:
+            self.metrics.rejected.labels(endpoint=endpoint, reason=reason).inc()
+        headers: Headers = [(b"connection", b"close")]
+        if status == 401:
+            headers.append((b"www-authenticate", b"Bearer"))
+        reply = Reply(status, orjson.dumps(error_body(error.type, error.message)), headers)
         await _send_reply(send, reply, id_header, started)
-        return 413
+        return status
+
+
+class AccessTokens:
+    """Who may call what: `/v1/models/reload` needs the admin token (and is off without one), every other
+    `/v1/` path the API token when one is set; health, metrics and the docs stay open. One decision for
+    every path, made on the headers before the body is read."""
+
+    def __init__(self, api: SecretStr | None, admin: SecretStr | None) -> None:
+        self._api = api.get_secret_value().encode() if api is not None else None
+        self._admin = admin.get_secret_value().encode() if admin is not None else None
+
+    def refusal(self, path: str, authorization: bytes | None) -> ServiceError | None:
+        if path == ADMIN_PATH:
+            if self._admin is None:
+                return Forbidden("model reload is off: the server has no INFERENCE_ADMIN_TOKEN")
+            expected: bytes | None = self._admin
+        elif path.startswith("/v1/"):
+            expected = self._api
+        else:
+            return None
+        if expected is None:
+            return None
+        if authorization is None or not _bearer_matches(authorization, expected):
+            return Unauthorized("missing or wrong bearer token")
+        return None
+
+
+def _bearer_matches(authorization: bytes, token: bytes) -> bool:
+    """`Bearer <token>`: the scheme in any case, the token exactly (whitespace around it is ignored),
+    compared in constant time."""
+    scheme, _, given = authorization.partition(b" ")
+    return scheme.lower() == b"bearer" and hmac.compare_digest(given.strip(b" \t"), token)
 
 
 def _declared(length: bytes) -> int:

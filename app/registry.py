@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
 from app.engine import EngineConfig, ModelEngine
-from app.errors import ConfigError, ModelLoadError, ModelNotFound
+from app.errors import ModelLoadError, ModelNotFound
 from app.metrics import Metrics
 from app.runtime import CUDA, RuntimeOptions, load_runtimes
 from app.settings import Settings, sessions_for
@@ -123,10 +123,11 @@ class ModelRegistry:
         runtimes = load_runtimes(verified, options, sessions_for(settings, self.provider == CUDA))
         max_length = runtimes[0].max_length
         if settings.max_batch_tokens < max_length:
-            raise ConfigError(
-                f"max_batch_tokens ({settings.max_batch_tokens}) is below {name}/{version}'s max sequence "
-                f"length ({max_length}): set INFERENCE_MAX_BATCH_TOKENS >= {max_length} or cap "
-                "INFERENCE_MAX_SEQUENCE_LENGTH"
+            raise ModelLoadError(
+                f"{name}/{version}: its max sequence length ({max_length}) is above "
+                f"INFERENCE_MAX_BATCH_TOKENS ({settings.max_batch_tokens}), so one long text could never "
+                f"run: set INFERENCE_MAX_BATCH_TOKENS >= {max_length} or cap INFERENCE_MAX_SEQUENCE_LENGTH",
+                "settings",
             )
         if settings.warmup:
             for runtime in runtimes:
@@ -140,8 +141,6 @@ class ModelRegistry:
         except ModelLoadError as exc:
             self._record_failure(name, version, exc.reason, exc.message)
             return None
-        except ConfigError:
-            raise
         except Exception as exc:  # anything else onnxruntime or tokenizers may throw
             self._record_failure(
                 name, version, "load_error", f"{name}/{version}: {type(exc).__name__}: {exc}"

@@ -13,6 +13,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
+import numpy.typing as npt
 
 from app.cache import CachedEmbedding, EmbeddingCache, text_key
 from app.engine import InferenceResult
@@ -161,14 +162,23 @@ class Service:
 
     # --- limits -------------------------------------------------------------------------------------
     def check_texts(self, field: str, texts: Sequence[str]) -> None:
+        """Refuse, naming the item, what no model should be asked: too many items, an over-long text, a
+        text with nothing but whitespace, or one that cannot be tokenized (a lone UTF-16 surrogate: valid
+        JSON, but not encodable as UTF-8). Runs before anything is queued, so a bad text fails only its
+        own request."""
         s = self.settings
         if len(texts) > s.max_texts_per_request:
             raise InvalidRequest(f"{len(texts)} items, at most {s.max_texts_per_request} allowed", field)
         for i, text in enumerate(texts):
-            if len(text) > s.max_chars_per_text:
-                raise InvalidRequest(
-                    f"{len(text)} characters, at most {s.max_chars_per_text} allowed", f"{field}.{i}"
-                )
+            self.check_text(f"{field}.{i}", text)
+
+    def check_text(self, field: str, text: str) -> None:
+        limit = self.settings.max_chars_per_text
+        if len(text) > limit:
+            raise InvalidRequest(f"{len(text)} characters, at most {limit} allowed", field)
+        problem = text_problem(text)
+        if problem is not None:
+            raise InvalidRequest(problem, field)
 
     def _model(
         self, name: str | None, version: str | None, default: str, kinds: Sequence[str], endpoint: str
@@ -213,7 +223,7 @@ class Service:
         deadline: float,
         disconnected: asyncio.Future[object] | None = None,
     ) -> Scored:
-        self.check_texts("query", [query])
+        self.check_text("query", query)
         self.check_texts("candidates", candidates)
         served = self._model(
             model, version, self.settings.ranking_model, ["bi-encoder", "cross-encoder"], "rank"
@@ -246,17 +256,17 @@ class Service:
         self.check_texts("candidates", candidates)
         if not history:
             raise InvalidRequest("at least one history item is needed to build the user vector", "history")
-        weights = np.array([h.weight for h in history], dtype=np.float32)
-        if not np.isfinite(weights).all() or (weights < 0).any() or weights.sum() <= 0:
-            raise InvalidRequest("weights must be finite, non-negative and not all zero", "history")
+        weights = user_weights([h.weight for h in history])
         served = self._model(model, version, self.settings.recommend_model, ["bi-encoder"], "recommend")
         self._log_payload("recommend", {"history": [h.text for h in history], "candidates": candidates})
         timings = Timings()
         texts = [h.text for h in history] + list(candidates)
         vectors, flags = await self._embed(served, texts, deadline, disconnected, timings)
-        user = weights @ vectors[: len(history)]
-        user /= max(float(np.linalg.norm(user)), 1e-12)
-        scores = vectors[len(history) :] @ user
+        user = weights @ vectors[: len(history)].astype(np.float64)
+        norm = float(np.linalg.norm(user))
+        if not norm > 1e-12:  # the weighted history embeddings cancel out: no direction to rank by
+            raise InvalidRequest("the weighted history gives no user direction; vary the weights", "history")
+        scores = (vectors[len(history) :] @ (user / norm).astype(np.float32)).astype(np.float32)
         return Scored(served, _best_first(scores, top_k), scores, flags[len(history) :], timings)
 
     async def _embed(
@@ -298,5 +308,31 @@ class Service:
 def _best_first(scores: FloatArray, top_k: int | None) -> list[int]:
     order = np.argsort(-scores, kind="stable")
     if top_k is not None:
-        order = order[:top_k]
+        order = order[: min(top_k, len(order))]
     return [int(i) for i in order]
+
+
+def text_problem(text: str) -> str | None:
+    """Why a text cannot be sent to a model, or None. Empty and whitespace-only texts are refused: there
+    is nothing to classify or match, and a model's answer for them would be noise the caller acts on."""
+    if not text or text.isspace():
+        return "text is empty or only whitespace"
+    if not text.isascii():
+        try:
+            text.encode("utf-8")
+        except UnicodeEncodeError as exc:
+            return (
+                f"text is not valid Unicode: {exc.reason} at character {exc.start} "
+                "(a lone UTF-16 surrogate, e.g. half of an emoji)"
+            )
+    return None
+
+
+def user_weights(weights: Sequence[float]) -> npt.NDArray[np.float64]:
+    """History weights scaled to a maximum of 1 in float64, so that any finite weights (1e-30 .. 1e300)
+    give the same user vector as their ratios; refuses non-finite, negative or all-zero weights."""
+    w = np.asarray(weights, dtype=np.float64)
+    if not np.isfinite(w).all() or (w < 0).any() or not w.max(initial=0.0) > 0:
+        raise InvalidRequest("weights must be finite, non-negative and not all zero", "history")
+    scaled: npt.NDArray[np.float64] = w / w.max()
+    return scaled

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import math
 import os
+import re
 from pathlib import Path
 from typing import Annotated, Literal
 
@@ -15,6 +16,12 @@ from pydantic import BeforeValidator, Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 MIN_TOKEN_CHARS = 16
+# The schema's bound on every list in a request (texts, candidates, history): a body of a million items is
+# refused after the first 1,025 instead of validating (and describing) each of them.
+# INFERENCE_MAX_TEXTS_PER_REQUEST is the operator's tighter limit inside it.
+MAX_LIST_ITEMS = 1024
+_TOKEN = re.compile(r"[\x21-\x7e]+")  # printable ASCII, no whitespace: what a bearer header carries intact
+_VERSION = re.compile(r"[1-9][0-9]{0,17}")
 
 
 def parse_pins(value: object) -> dict[str, str]:
@@ -30,7 +37,7 @@ def parse_pins(value: object) -> dict[str, str]:
             continue
         name, sep, version = part.partition("=")
         name, version = name.strip(), version.strip()
-        if not sep or not name or not version.isdigit() or int(version) < 1:
+        if not sep or not name or not _VERSION.fullmatch(version):
             raise ValueError(f"bad pin {part!r}: expected name=<positive integer version>")
         if name in pins:
             raise ValueError(f"model {name!r} is pinned twice")
@@ -105,6 +112,7 @@ class Settings(BaseSettings):
     max_texts_per_request: int = Field(
         default=256,
         ge=1,
+        le=MAX_LIST_ITEMS,
         description="Most texts (or candidates / history items) in one request, so that one caller cannot "
         "fill the queue alone (a rank page sends up to ~200 candidates).",
     )
@@ -127,8 +135,36 @@ class Settings(BaseSettings):
     )
     api_token: SecretStr | None = Field(
         default=None,
-        description="Bearer token required on /v1/* when set (health and metrics stay open); compared in "
-        f"constant time. At least {MIN_TOKEN_CHARS} characters.",
+        description="Bearer token required on /v1/* when set (health and metrics stay open); checked before "
+        f"the body is read, in constant time. At least {MIN_TOKEN_CHARS} printable ASCII characters, no "
+        "whitespace.",
+    )
+    admin_token: SecretStr | None = Field(
+        default=None,
+        description="Bearer token of the admin operation POST /v1/models/reload (a reload loads and swaps "
+        "models, so it is not for every API caller); unset, reload answers 403 and new versions roll in "
+        "only through INFERENCE_RELOAD_POLL_S or a restart. Same format as api_token, and different from it.",
+    )
+    body_timeout_s: float = Field(
+        default=10.0,
+        gt=0,
+        description="A request body must arrive within this long after its headers, or the answer is 408 and "
+        "the connection is closed: a storefront backend uploads its largest body in milliseconds, while a "
+        "client trickling its body holds a connection and a buffer for nothing.",
+    )
+    header_timeout_s: float = Field(
+        default=10.0,
+        gt=0,
+        description="A connection must complete each request's headers within this long of opening (or of "
+        "starting the request), or it is closed: slowloris clients would otherwise hold connections, and "
+        "with them the connection cap, forever.",
+    )
+    max_connections: int = Field(
+        default=1024,
+        ge=1,
+        description="Open connections (or requests in progress) before new requests are answered 503 by "
+        "the server: bounds memory and file descriptors under a connection flood; far above what the "
+        "batching engine can use (its queue holds queue_capacity texts).",
     )
 
     # --- batching engine ----------------------------------------------------------------------------
@@ -202,6 +238,14 @@ class Settings(BaseSettings):
         description="On SIGTERM: how long queued and in-flight requests may take to finish before the "
         "rest are refused and the process exits; keep it below the pod's termination grace period.",
     )
+    shutdown_timeout_s: float = Field(
+        default=5.0,
+        gt=0,
+        description="After the drain, how long the server waits for connections still open (a stalled "
+        "upload) before cancelling them, so that shutdown always ends and the models are released: the "
+        "process exits within drain_timeout_s + shutdown_timeout_s + ~1 s of SIGTERM, which must stay "
+        "below the pod's termination grace period (k8s/base/deployment.yaml).",
+    )
     reload_poll_s: float = Field(
         default=0.0,
         ge=0,
@@ -214,6 +258,10 @@ class Settings(BaseSettings):
         description="Run each model over its sequence-length buckets before reporting ready, so that the "
         "first real requests do not pay for allocations.",
     )
+
+    # --- server (python -m app) ----------------------------------------------------------------------
+    host: str = Field(default="127.0.0.1", description="Address `python -m app` listens on.")
+    port: int = Field(default=8000, ge=1, le=65535, description="Port `python -m app` listens on.")
 
     # --- logging ------------------------------------------------------------------------------------
     log_level: Literal["debug", "info", "warning", "error"] = Field(
@@ -242,11 +290,25 @@ class Settings(BaseSettings):
                 f"({self.max_sequence_length}):"
                 " a single long text could never run"
             )
-        if self.api_token is not None and len(self.api_token.get_secret_value()) < MIN_TOKEN_CHARS:
-            problems.append(f"api_token must be at least {MIN_TOKEN_CHARS} characters")
+        for name in ("api_token", "admin_token"):
+            secret: SecretStr | None = getattr(self, name)
+            if secret is not None and not _valid_token(secret.get_secret_value()):
+                problems.append(
+                    f"{name} must be at least {MIN_TOKEN_CHARS} printable ASCII characters without whitespace"
+                )
+        if (
+            self.api_token is not None
+            and self.admin_token is not None
+            and self.api_token.get_secret_value() == self.admin_token.get_secret_value()
+        ):
+            problems.append("admin_token must differ from api_token")
         if problems:
             raise ValueError("contradictory settings: " + "; ".join(problems))
         return self
+
+
+def _valid_token(token: str) -> bool:
+    return len(token) >= MIN_TOKEN_CHARS and _TOKEN.fullmatch(token) is not None
 
 
 def sessions_for(settings: Settings, on_gpu: bool) -> int:

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -18,6 +20,10 @@ from app.errors import ModelLoadError
 
 MANIFEST = "manifest.json"
 SCHEMA_VERSION = 1
+# ASCII digits only: str.isdigit() also accepts "²" or "٣", which int() then refuses or misreads.
+VERSION_NAME = re.compile(r"[1-9][0-9]{0,17}")
+
+log = logging.getLogger("app.store")
 
 ModelKind = Literal["sequence-classification", "cross-encoder", "bi-encoder"]
 
@@ -67,6 +73,7 @@ class ModelStore:
 
     def __init__(self, root: Path) -> None:
         self.root = root
+        self._warned: set[Path] = set()
 
     def names(self) -> list[str]:
         if not self.root.is_dir():
@@ -78,16 +85,28 @@ class ModelStore:
         )
 
     def versions(self, name: str) -> list[str]:
-        """Published versions of `name`, oldest first (folders starting with '.' are unfinished)."""
+        """Published versions of `name`, oldest first. Folders starting with '.' are unfinished
+        publications; any other folder whose name is not a plain version number ("1", "2", ...) is
+        ignored with a warning (once per folder)."""
         folder = self.root / name
         if not folder.is_dir():
             return []
-        found = [
-            p.name
-            for p in folder.iterdir()
-            if p.is_dir() and p.name.isdigit() and int(p.name) > 0 and (p / MANIFEST).is_file()
-        ]
+        found = []
+        for p in folder.iterdir():
+            if not p.is_dir() or p.name.startswith("."):
+                continue
+            if not VERSION_NAME.fullmatch(p.name):
+                self._warn_once(p, "its name is not a version number (1, 2, ...)")
+            elif not (p / MANIFEST).is_file():
+                self._warn_once(p, f"it has no {MANIFEST}")
+            else:
+                found.append(p.name)
         return sorted(found, key=version_key)
+
+    def _warn_once(self, path: Path, why: str) -> None:
+        if path not in self._warned:
+            self._warned.add(path)
+            log.warning("ignoring %s in the model store: %s", path, why)
 
     def read_manifest(self, name: str, version: str) -> Manifest:
         path = self.root / name / version / MANIFEST

@@ -25,9 +25,8 @@ start=$(date +%s.%N)
 for i in $(seq 0 $((replicas - 1))); do
   port=$((8000 + i))
   # torch first: it loads the CUDA libraries that onnxruntime-gpu links against
-  python3 -c "import torch, sys; from uvicorn.main import main; sys.argv[0] = 'uvicorn'; main()" \
-    --factory app.main:create_app --host 127.0.0.1 --port $port --no-access-log --log-level warning \
-    --http app.http:ServiceHttpProtocol \
+  INFERENCE_HOST=127.0.0.1 INFERENCE_PORT=$port INFERENCE_LOG_LEVEL=warning \
+    python3 -c "import torch; from app.__main__ import main; main()" \
     >"$logs/server-$i.log" 2>&1 &
   servers+=($!)
   urls="${urls:+$urls,}http://127.0.0.1:$port"

@@ -34,29 +34,16 @@ def http_get(port: int, path: str, timeout: float = 5.0) -> tuple[int, bytes]:
 
 
 SERVICE_FACTORY = "app.main:create_app"
-# app.http.UVICORN_HTTP, spelled out: importing app here would load onnxruntime into the benchmark driver.
-SERVICE_PROTOCOL = "app.http:ServiceHttpProtocol"
 
 
-def uvicorn_command(factory: str, port: int) -> list[str]:
-    """uvicorn as installed beside this Python; access logs off for every server alike. The service runs
-    with its own HTTP protocol class, as `make run` and the image start it; the baseline with uvicorn's."""
-    protocol = ["--http", SERVICE_PROTOCOL] if factory == SERVICE_FACTORY else []
-    return [
-        sys.executable,
-        "-m",
-        "uvicorn",
-        "--factory",
-        factory,
-        "--host",
-        "127.0.0.1",
-        "--port",
-        str(port),
-        "--no-access-log",
-        "--log-level",
-        "warning",
-        *protocol,
-    ]
+def server_command(factory: str, port: int) -> tuple[list[str], dict[str, str]]:
+    """Command and extra environment of a server on 127.0.0.1:`port`. The service starts as `make run` and
+    the image start it (`python -m app`: its own HTTP protocol, access log off); the baseline is plain
+    uvicorn with its access log off too."""
+    if factory == SERVICE_FACTORY:
+        return [sys.executable, "-m", "app"], {"INFERENCE_HOST": "127.0.0.1", "INFERENCE_PORT": str(port)}
+    argv = [sys.executable, "-m", "uvicorn", "--factory", factory, "--host", "127.0.0.1", "--port", str(port)]
+    return [*argv, "--no-access-log", "--log-level", "warning"], {}
 
 
 BASELINE_FACTORY = "bench.baseline_server:create_app"
@@ -95,12 +82,13 @@ def start_server(
     factory: str, env: dict[str, str], log_path: Path, *, ready_timeout_s: float = 180.0
 ) -> Server:
     port = free_port()
-    full_env = {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", **env}
+    argv, server_env = server_command(factory, port)
+    full_env = {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", **env, **server_env}
     log_path.parent.mkdir(parents=True, exist_ok=True)
     log: IO[bytes] = log_path.open("wb")
     started = time.perf_counter()
     process = subprocess.Popen(
-        uvicorn_command(factory, port),
+        argv,
         cwd=REPO_ROOT,
         env=full_env,
         stdout=log,

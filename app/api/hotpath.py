@@ -1,15 +1,15 @@
 """Fast handlers of the POST /v1 inference endpoints, called by `app.middleware.ServiceMiddleware`
 instead of FastAPI's routing and dependency solving (the per-request Python cost that mattered).
 
-A handler answers only requests that FastAPI would have answered the same way: token accepted, server
-accepting work, a JSON content type, a body that parses and validates. For anything else it declines and
-FastAPI answers (401, 503, and the exact 422 bodies of malformed JSON or failed validation). Once the
-request is accepted, the endpoint logic is the same function the FastAPI route calls.
+The middleware has already checked the headers and the bearer token and read the body. A handler answers
+only requests that FastAPI would have answered the same way: server accepting work, a JSON content type, a
+body that parses and validates. For anything else it declines and FastAPI answers (503, and the exact 422
+bodies of malformed JSON or failed validation). Once the request is accepted, the endpoint logic is the
+same function the FastAPI route calls.
 """
 
 from __future__ import annotations
 
-import hmac
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -37,26 +37,14 @@ def _is_json(content_type: bytes) -> bool:
     return content_type.split(b";", 1)[0].strip().lower() == b"application/json"
 
 
-def _bearer_matches(authorization: bytes, token: bytes) -> bool:
-    scheme, _, given = authorization.partition(b" ")
-    return scheme.lower() == b"bearer" and hmac.compare_digest(given, token)
-
-
 def fast_handler(
     service: Service, metrics: Metrics, path: str, model: type[BaseModel], endpoint: Endpoint
 ) -> FastHandler:
-    secret = service.settings.api_token
-    token = secret.get_secret_value().encode() if secret is not None else None
-
     async def handle(exchange: Exchange) -> Reply | None:
-        content_type = authorization = b""
+        content_type = b""
         for key, value in exchange.scope["headers"]:
             if key == b"content-type":
                 content_type = value
-            elif key == b"authorization":
-                authorization = value
-        if token is not None and not _bearer_matches(authorization, token):
-            return None
         if service.draining or not service.started or not _is_json(content_type):
             return None
         try:

@@ -6,13 +6,13 @@ from typing import Any
 
 from fastapi import APIRouter, Depends
 
-from app.api.dependencies import ServiceDep, require_accepting, require_token
+from app.api.dependencies import ServiceDep, bearer_token, require_accepting
 from app.api.responses import ORJSONResponse
 from app.api.schemas import ModelsResponse, ReloadResponse, error_responses
 from app.registry import PROVIDER_LABEL, ServedModel
 from app.service import Service
 
-router = APIRouter(prefix="/v1", tags=["models"], dependencies=[Depends(require_token)])
+router = APIRouter(prefix="/v1", tags=["models"], dependencies=[Depends(bearer_token)])
 
 
 def _entry(served: ServedModel) -> dict[str, Any]:
@@ -55,10 +55,11 @@ async def models(service: ServiceDep) -> ORJSONResponse:
 @router.post(
     "/models/reload",
     response_model=ReloadResponse,
-    responses=error_responses(401, 503),
+    responses=error_responses(401, 403, 503),
     dependencies=[Depends(require_accepting)],
 )
 async def reload(service: ServiceDep) -> ORJSONResponse:
-    """Rescan the store: newer (or newly pinned) versions are verified, warmed up and swapped in."""
+    """Rescan the store: newer (or newly pinned) versions are verified, warmed up and swapped in. An admin
+    operation: needs INFERENCE_ADMIN_TOKEN as the bearer token, and answers 403 when the server has none."""
     changed = await service.reload()
     return ORJSONResponse({"changed": changed, **_listing(service)})

@@ -7,14 +7,14 @@ from collections.abc import Sequence
 from fastapi import APIRouter, Depends, Request
 from starlette.responses import Response
 
-from app.api.dependencies import Call, CallDep, ServiceDep, require_accepting, require_token
+from app.api.dependencies import Call, CallDep, ServiceDep, bearer_token, require_accepting
 from app.api.schemas import INFERENCE_ERRORS, Candidate, RankRequest, RecommendRequest, ScoredResponse
 from app.api.timing import Answer, model_response
 from app.errors import InvalidRequest
 from app.service import HistoryItem, Scored, Service
 
 router = APIRouter(
-    prefix="/v1", tags=["inference"], dependencies=[Depends(require_token), Depends(require_accepting)]
+    prefix="/v1", tags=["inference"], dependencies=[Depends(bearer_token), Depends(require_accepting)]
 )
 
 

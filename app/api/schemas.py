@@ -6,6 +6,8 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from app.settings import MAX_LIST_ITEMS
+
 VERSION_PATTERN = r"^[1-9][0-9]*$"
 
 
@@ -26,6 +28,7 @@ class SentimentRequest(_Request):
     texts: list[str] = Field(
         default=...,
         min_length=1,
+        max_length=MAX_LIST_ITEMS,
         description="Review texts; limits: INFERENCE_MAX_TEXTS_PER_REQUEST, INFERENCE_MAX_CHARS_PER_TEXT.",
     )
 
@@ -77,12 +80,18 @@ class Candidate(BaseModel):
 
 
 class HistoryEntry(Candidate):
-    weight: float = Field(default=1.0, ge=0, description="Relative weight of this item in the user vector.")
+    weight: float = Field(
+        default=1.0,
+        ge=0,
+        allow_inf_nan=False,
+        description="Relative weight of this item in the user vector (any finite non-negative number; only "
+        "the ratios between weights matter).",
+    )
 
 
 class RankRequest(_Request):
     query: str = Field(..., min_length=1)
-    candidates: list[Candidate] = Field(..., min_length=1)
+    candidates: list[Candidate] = Field(..., min_length=1, max_length=MAX_LIST_ITEMS)
     top_k: int | None = Field(
         default=None, ge=1, description="Return only the best k candidates (all when absent)."
     )
@@ -105,8 +114,8 @@ class RankRequest(_Request):
 
 
 class RecommendRequest(_Request):
-    history: list[HistoryEntry] = Field(..., min_length=1)
-    candidates: list[Candidate] = Field(..., min_length=1)
+    history: list[HistoryEntry] = Field(..., min_length=1, max_length=MAX_LIST_ITEMS)
+    candidates: list[Candidate] = Field(..., min_length=1, max_length=MAX_LIST_ITEMS)
     top_k: int | None = Field(
         default=None, ge=1, description="Return only the best k candidates (all when absent)."
     )
@@ -209,10 +218,14 @@ class ErrorResponse(BaseModel):
 
 
 _ERROR_DESCRIPTIONS = {
+    400: "A header that must appear once (authorization, content-type) appears more than once.",
     401: "Missing or wrong bearer token (only when INFERENCE_API_TOKEN is set).",
+    403: "Model reload is off: the server has no INFERENCE_ADMIN_TOKEN.",
+    408: "The request body did not arrive within INFERENCE_BODY_TIMEOUT_S.",
     404: "Unknown model, or a version that is not being served.",
     413: "Request body larger than INFERENCE_MAX_BODY_BYTES.",
-    422: "Malformed JSON, a wrong type, or a limit exceeded; the message names the field.",
+    422: "Malformed JSON, a wrong type, a limit exceeded, an empty text or one that is not valid Unicode "
+    "(a lone surrogate); the message names the field.",
     429: "The model's queue is full; retry after the Retry-After header's seconds.",
     499: "The client disconnected before the answer was ready (logged, never read).",
     500: "Inference failed.",
@@ -226,4 +239,4 @@ def error_responses(*codes: int) -> dict[int | str, dict[str, Any]]:
     return {code: {"model": ErrorResponse, "description": _ERROR_DESCRIPTIONS[code]} for code in codes}
 
 
-INFERENCE_ERRORS = error_responses(401, 404, 413, 422, 429, 499, 500, 503, 504)
+INFERENCE_ERRORS = error_responses(400, 401, 404, 408, 413, 422, 429, 499, 500, 503, 504)

@@ -5,13 +5,13 @@ from __future__ import annotations
 from fastapi import APIRouter, Depends, Request
 from starlette.responses import Response
 
-from app.api.dependencies import Call, CallDep, ServiceDep, require_accepting, require_token
+from app.api.dependencies import Call, CallDep, ServiceDep, bearer_token, require_accepting
 from app.api.schemas import INFERENCE_ERRORS, SentimentRequest, SentimentResponse
 from app.api.timing import Answer, model_response
 from app.service import Service
 
 router = APIRouter(
-    prefix="/v1", tags=["inference"], dependencies=[Depends(require_token), Depends(require_accepting)]
+    prefix="/v1", tags=["inference"], dependencies=[Depends(bearer_token), Depends(require_accepting)]
 )
 
 

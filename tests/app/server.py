@@ -16,10 +16,7 @@ from pathlib import Path
 import httpx
 from prometheus_client.parser import text_string_to_metric_families
 
-from app.http import UVICORN_HTTP
-
 REPO = Path(__file__).resolve().parents[2]
-UVICORN = Path(sys.executable).parent / "uvicorn"
 START_TIMEOUT_S = 60.0
 
 
@@ -69,15 +66,14 @@ def metric_value(samples: dict[str, list[tuple[dict[str, str], float]]], metric:
 
 @contextlib.contextmanager
 def run_server(store: Path, log_dir: Path, wait_ready: bool = True, **settings: object) -> Iterator[Server]:
-    """Start `uvicorn --factory app.main:create_app --http app.http:ServiceHttpProtocol` (as `make run` and
-    the image do) with INFERENCE_<KEY>=value settings; stop it after."""
+    """Start `python -m app` (as `make run` and the image do) with INFERENCE_<KEY>=value settings; stop it
+    after."""
     port = free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith("INFERENCE_")}
-    env["INFERENCE_MODEL_STORE"] = str(store)
+    env.update(INFERENCE_MODEL_STORE=str(store), INFERENCE_HOST="127.0.0.1", INFERENCE_PORT=str(port))
     env.update({f"INFERENCE_{k.upper()}": str(v) for k, v in settings.items()})
     log_path = log_dir / f"server-{port}.log"
-    cmd = [str(UVICORN), "--factory", "app.main:create_app", "--host", "127.0.0.1", "--port", str(port)]
-    cmd += ["--http", UVICORN_HTTP]
+    cmd = [sys.executable, "-m", "app"]
     with log_path.open("wb") as log_file:
         proc = subprocess.Popen(cmd, cwd=REPO, env=env, stdout=log_file, stderr=subprocess.STDOUT)
     server = Server(proc, f"http://127.0.0.1:{port}", log_path)

@@ -1,16 +1,19 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-from app.engine import EngineConfig, ModelEngine
-from app.errors import DeadlineExceeded, Draining, QueueFull
+from app.engine import EngineConfig, InferenceResult, ModelEngine
+from app.errors import DeadlineExceeded, Draining, InferenceFailed, QueueFull
+from app.logs import RequestIdFilter, request_id_var
 from app.metrics import Metrics
-from app.runtime import OnnxRuntime, RuntimeOptions
+from app.runtime import FloatArray, OnnxRuntime, RuntimeOptions, TextInput, Tokenized
 from app.store import ModelStore
 
 TEXTS = [
@@ -274,3 +277,68 @@ def test_an_answer_before_the_deadline_leaves_no_timer_behind(sentiment_runtimes
     asyncio.run(scenario())
     engine.close()
     engine.join(10)
+
+
+class FaultyRuntime:
+    """A real runtime whose tokenize or run raises when its input holds a marker text: the faults a bad
+    input or a broken kernel would cause, injected so that the engine's isolation can be tested."""
+
+    def __init__(self, inner: OnnxRuntime) -> None:
+        self.inner = inner
+        self.manifest = inner.manifest
+        self.max_length = inner.max_length
+        self.provider = inner.provider
+
+    def tokenize(self, inputs: Sequence[TextInput]) -> Tokenized:
+        if any("fails-to-tokenize" in str(text) for text in inputs):
+            raise ValueError("the tokenizer refused a text")
+        return self.inner.tokenize(inputs)
+
+    def run(self, tokens: Tokenized, indices: Sequence[int]) -> FloatArray:
+        if any(
+            self.inner.tokenizer.decode(tokens.encodings[i].ids).startswith("fails to run") for i in indices
+        ):
+            raise RuntimeError("onnxruntime failed on a batch")
+        return self.inner.run(tokens, indices)
+
+    def warmup(self, batch_size: int) -> None:
+        self.inner.warmup(batch_size)
+
+
+def test_a_request_that_makes_the_model_fail_fails_alone(sentiment_runtimes: list[OnnxRuntime]) -> None:
+    rt = sentiment_runtimes[0]
+    expected = rt.run(rt.tokenize(TEXTS), range(len(TEXTS)))
+    runtimes = [FaultyRuntime(r) for r in sentiment_runtimes]
+    engine, _ = make_engine(runtimes, sub_batch_size=4, max_batch_size=32)  # type: ignore[arg-type]
+    poisoned = {3: ["great", "fails to run here"], 7: ["fails-to-tokenize", "ok"], 8: ["fails to run, too"]}
+    records: list[logging.LogRecord] = []
+    handler = logging.Handler()
+    handler.emit = records.append  # type: ignore[method-assign]
+    handler.addFilter(RequestIdFilter())
+    logging.getLogger("app.engine").addHandler(handler)
+
+    async def scenario() -> list[object]:
+        jobs = []
+        for i in range(12):  # all queued before the workers start: the poisoned share windows with the rest
+            token = request_id_var.set(f"req-{i}")
+            jobs.append(engine.submit(poisoned.get(i, [TEXTS[i % 6], TEXTS[(i + 3) % 6]]), later()))
+            request_id_var.reset(token)
+        engine.start()
+        return await asyncio.gather(*(j.future for j in jobs), return_exceptions=True)
+
+    try:
+        results = asyncio.run(scenario())
+    finally:
+        logging.getLogger("app.engine").removeHandler(handler)
+        engine.close()
+        assert engine.join(10)
+    for i, result in enumerate(results):
+        if i in poisoned:
+            assert isinstance(result, InferenceFailed), (i, result)
+            assert "this request's texts" in result.message
+        else:
+            assert isinstance(result, InferenceResult), (i, result)
+            np.testing.assert_allclose(result.outputs, expected[[i % 6, (i + 3) % 6]], atol=2e-3)
+    failed_ids = sorted(getattr(r, "request_id", "-") for r in records if r.levelno >= logging.ERROR)
+    assert failed_ids == ["req-3", "req-7", "req-8"]
+    assert engine.alive

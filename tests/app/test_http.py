@@ -11,7 +11,7 @@ from uvicorn.config import Config
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 from uvicorn.server import ServerState
 
-from app.http import UVICORN_HTTP, ServiceHttpProtocol, write_whole_response
+from app.http import ServiceHttpProtocol, write_whole_response
 from app.middleware import WHOLE_RESPONSE, Headers
 
 BODY = b'{"results":[{"label":"positive"}]}'
@@ -197,11 +197,103 @@ def test_write_whole_response_is_what_the_protocol_offers() -> None:
     assert offered[0].func is write_whole_response
 
 
-def test_every_launcher_selects_the_protocol_by_its_import_string() -> None:
-    from bench.servers import SERVICE_PROTOCOL
+def test_every_launcher_starts_the_server_with_python_m_app() -> None:
+    from bench.servers import SERVICE_FACTORY, server_command
     from tests.app.server import REPO
 
-    assert UVICORN_HTTP == "app.http:ServiceHttpProtocol"
-    assert SERVICE_PROTOCOL == UVICORN_HTTP
-    assert f"--http {UVICORN_HTTP}" in (REPO / "Makefile").read_text()
-    assert f'"--http", "{UVICORN_HTTP}"' in (REPO / "Dockerfile").read_text()
+    argv, env = server_command(SERVICE_FACTORY, 8123)
+    assert argv[1:] == ["-m", "app"]
+    assert env == {"INFERENCE_HOST": "127.0.0.1", "INFERENCE_PORT": "8123"}
+    assert "$(PY) -m app" in (REPO / "Makefile").read_text()
+    assert 'CMD ["python", "-m", "app"]' in (REPO / "Dockerfile").read_text()
+
+
+def test_python_m_app_configures_uvicorn_from_the_settings() -> None:
+    from app.__main__ import server_config
+    from app.settings import Settings
+
+    config = server_config(
+        Settings(port=8124, max_connections=7, shutdown_timeout_s=3, header_timeout_s=2.5)  # type: ignore[arg-type]
+    )
+    assert (config.host, config.port) == ("127.0.0.1", 8124)
+    assert config.factory
+    assert config.app == "app.main:create_app"
+    assert config.access_log is False
+    assert config.limit_concurrency == 7
+    assert config.timeout_graceful_shutdown == 3
+    assert isinstance(config.http, type)
+    assert issubclass(config.http, ServiceHttpProtocol)
+    assert config.http.header_timeout_s == 2.5
+
+
+def test_uvicorn_is_pinned_and_its_internals_are_where_app_http_uses_them() -> None:
+    """app.http subclasses uvicorn's private httptools protocol: a new uvicorn must fail here first."""
+    import re
+
+    import uvicorn
+    from uvicorn.protocols.http import httptools_impl
+
+    from tests.app.server import REPO
+
+    pinned = re.search(r'"uvicorn\[standard\]==([0-9.]+)"', (REPO / "pyproject.toml").read_text())
+    assert pinned is not None, "pyproject.toml must pin uvicorn to an exact version"
+    assert uvicorn.__version__ == pinned.group(1)
+    for method in ("connection_made", "connection_lost", "on_message_begin", "on_headers_complete"):
+        assert callable(getattr(HttpToolsProtocol, method))
+    assert isinstance(httptools_impl.STATUS_LINE, dict)
+    cycle_fields = (
+        "response_started", "flow", "access_log", "disconnected", "default_headers", "keep_alive",
+        "transport", "waiting_for_100_continue", "response_complete", "message_event", "on_response",
+    )  # fmt: skip
+
+    seen: dict[str, object] = {}
+
+    async def grab(scope: Any, receive: Any, send: Any) -> None:
+        await receive()
+        cycle = scope["extensions"][WHOLE_RESPONSE].args[0]
+        seen.update({name: getattr(cycle, name) for name in cycle_fields if hasattr(cycle, name)})
+        await send({"type": "http.response.start", "status": 204, "headers": []})
+        await send({"type": "http.response.body", "body": b""})
+
+    serve(ServiceHttpProtocol, POST, app=grab)
+    assert set(seen) == set(cycle_fields)
+
+
+def open_connection(
+    protocol_class: type[HttpToolsProtocol], data: bytes, wait_s: float
+) -> RecordingTransport:
+    """A connection that sends `data` (maybe an incomplete request) and then nothing for `wait_s`."""
+
+    async def run() -> RecordingTransport:
+        config = Config(app=answer, http=protocol_class, log_level="warning", access_log=False)
+        state = ServerState()
+        state.default_headers = []
+        protocol = protocol_class(config=config, server_state=state, app_state={})
+        transport = RecordingTransport()
+        protocol.connection_made(transport)
+        if data:
+            protocol.data_received(data)
+        await asyncio.sleep(wait_s)
+        transport.closed_by_server = transport.closed
+        protocol.connection_lost(None)
+        return transport
+
+    return asyncio.run(run())
+
+
+@pytest.mark.parametrize(
+    "data",
+    [b"", b"POST /v1/sentiment HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Le"],
+    ids=["silent", "headers-cut-short"],
+)
+def test_a_connection_whose_headers_do_not_arrive_in_time_is_closed(data: bytes) -> None:
+    quick = ServiceHttpProtocol.with_header_timeout(0.05)
+    assert open_connection(quick, data, wait_s=0.2).closed_by_server
+    assert not open_connection(HttpToolsProtocol, data, wait_s=0.2).closed_by_server  # uvicorn alone waits
+
+
+def test_a_request_whose_headers_arrived_is_not_cut_by_the_header_timer() -> None:
+    quick = ServiceHttpProtocol.with_header_timeout(0.05)
+    headers_only = POST[: POST.index(b"\r\n\r\n") + 4]  # the body is the middleware's to time
+    transport = open_connection(quick, headers_only, wait_s=0.2)
+    assert not transport.closed_by_server

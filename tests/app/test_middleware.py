@@ -1,4 +1,6 @@
-"""The one ASGI middleware: request ids, the body limit on both paths, the access log by level."""
+"""The one ASGI middleware: request ids, the checks made on the headers before the body is read (duplicate
+headers, bearer tokens), the body's size limit and deadline on every path, the access log by level, and
+escaped log lines."""
 
 from __future__ import annotations
 
@@ -17,11 +19,13 @@ from app.service import Service
 from app.settings import Settings
 from tests.app.server import run_server
 
+ADMIN = "admin-token-0123456789"
+
 
 @pytest.fixture(scope="module")
 def client(tiny_store: Any) -> Iterator[TestClient]:
-    settings = Settings(model_store=tiny_store, sessions_per_model=1, max_body_bytes=2048)
-    with TestClient(create_app(settings)) as c:
+    settings = Settings(model_store=tiny_store, sessions_per_model=1, max_body_bytes=2048, admin_token=ADMIN)
+    with TestClient(create_app(settings), headers={"authorization": f"Bearer {ADMIN}"}) as c:
         yield c
 
 
@@ -88,9 +92,9 @@ async def _echo(scope: Scope, receive: Receive, send: Send) -> None:
 
 
 def test_a_streamed_body_over_the_limit_is_413_for_the_apps_behind(tiny_store: Path) -> None:
-    settings = Settings(model_store=tiny_store)
+    settings = Settings(model_store=tiny_store, max_body_bytes=2048)
     metrics = Metrics()
-    front = ServiceMiddleware(_echo, Service(settings, metrics), metrics, 2048, routes={})
+    front = ServiceMiddleware(_echo, Service(settings, metrics), metrics, routes={})
     c = TestClient(front)  # no lifespan: the echo app has none
     small = c.post("/echo", content=iter([b"x" * 1000, b"y" * 1000]))
     assert (small.status_code, small.text) == (200, "2000")

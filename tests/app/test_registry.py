@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import shutil
 from collections.abc import Callable
 from pathlib import Path
@@ -10,7 +11,7 @@ from typing import Any
 import numpy as np
 import pytest
 
-from app.errors import ConfigError, ModelNotFound
+from app.errors import ModelNotFound
 from app.metrics import Metrics
 from app.registry import ModelRegistry
 from app.runtime import CPU
@@ -55,10 +56,10 @@ def make(store: Path, **overrides: Any) -> tuple[ModelRegistry, Metrics]:
     return ModelRegistry(settings, metrics, CPU), metrics
 
 
-def failures_metric(metrics: Metrics, name: str, version: str) -> float:
+def failures_metric(metrics: Metrics, name: str, version: str, reason: str = "checksum") -> float:
     return (
         metrics.registry.get_sample_value(
-            "inference_model_load_failures_total", {"name": name, "version": version, "reason": "checksum"}
+            "inference_model_load_failures_total", {"name": name, "version": version, "reason": reason}
         )
         or 0.0
     )
@@ -132,10 +133,73 @@ def test_lookups_name_what_is_missing(store: Path) -> None:
     run(registry, lambda: registry.refresh(retry_failed=True), check)
 
 
-def test_batch_token_budget_below_the_model_length_refuses_to_start(store: Path) -> None:
-    registry, _ = make(store, max_batch_tokens=32)  # the tiny models take 64 tokens
-    with pytest.raises(ConfigError, match="INFERENCE_MAX_BATCH_TOKENS"):
-        run(registry, lambda: registry.refresh(retry_failed=True))
+def with_max_length(folder: Path, max_length: int) -> None:
+    manifest = json.loads((folder / "manifest.json").read_text())
+    manifest["max_sequence_length"] = max_length
+    (folder / "manifest.json").write_text(json.dumps(manifest))
+
+
+def test_a_version_longer_than_the_batch_token_budget_is_refused_and_the_older_one_serves(
+    store: Path,
+) -> None:
+    with_max_length(copy_version(store, "review-sentiment", "1", "2"), 4096)
+    registry, metrics = make(store)  # max_batch_tokens 2048 < 4096
+
+    def check() -> None:
+        assert served_versions(registry) == {
+            "product-embedder": "1",
+            "product-reranker": "1",
+            "review-sentiment": "1",
+        }
+        failure = registry.failures[("review-sentiment", "2")]
+        assert failure.reason == "settings"
+        assert "INFERENCE_MAX_BATCH_TOKENS" in failure.message
+
+    run(registry, lambda: registry.refresh(retry_failed=True), check)
+    assert failures_metric(metrics, "review-sentiment", "2", "settings") == 1
+
+
+def test_polling_does_not_retry_a_refused_version_but_other_models_roll_out(store: Path) -> None:
+    registry, metrics = make(store)
+
+    def publish() -> None:
+        with_max_length(copy_version(store, "review-sentiment", "1", "2"), 4096)
+        copy_version(store, "product-embedder", "1", "2")
+
+    run(
+        registry,
+        lambda: registry.refresh(retry_failed=True),
+        publish,
+        lambda: registry.refresh(),
+        lambda: registry.refresh(),
+        lambda: registry.refresh(),
+    )
+    assert failures_metric(metrics, "review-sentiment", "2", "settings") == 1  # once, not every poll
+    assert ("product-embedder", "2") not in registry.failures
+
+
+@pytest.mark.parametrize("folder", ["²", "v2", "02", "1.5", "3 ", "999999999999999999999", "-1"])
+def test_folders_that_are_not_version_numbers_are_ignored_with_a_warning(store: Path, folder: str) -> None:
+    copy_version(store, "review-sentiment", "1", folder)
+    registry, _ = make(store)
+    records: list[logging.LogRecord] = []
+    handler = logging.Handler()
+    handler.emit = records.append  # type: ignore[method-assign]
+    logger = logging.getLogger("app.store")
+    logger.addHandler(handler)
+    try:
+        *_, served = run(
+            registry,
+            lambda: registry.refresh(retry_failed=True),
+            lambda: registry.refresh(),
+            lambda: served_versions(registry),
+        )
+    finally:
+        logger.removeHandler(handler)
+    assert served["review-sentiment"] == "1"
+    warnings = [r.getMessage() for r in records if "ignoring" in r.getMessage()]
+    assert len(warnings) == 1  # once per folder, not on every scan
+    assert "not a version number" in warnings[0]
 
 
 def test_polling_rolls_in_a_new_version_and_the_cache_forgets_the_old_one(store: Path) -> None:

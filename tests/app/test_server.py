@@ -22,6 +22,8 @@ pytestmark = pytest.mark.integration
 
 TOKEN = "integration-token-0123456789"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
+ADMIN_TOKEN = "integration-admin-0123456789"
+ADMIN = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
 CANDIDATES = [{"id": f"sku-{i}", "text": f"product {i} with a great case and good sound"} for i in range(12)]
 REVIEWS = ["great sound", "the battery died after two days", "love it, very good", "not good at all"]
 
@@ -39,6 +41,7 @@ def server(tiny_store: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterat
         tiny_store,
         tmp_path_factory.mktemp("logs"),
         api_token=TOKEN,
+        admin_token=ADMIN_TOKEN,
         sessions_per_model=1,
         max_wait_ms=5,
         max_body_bytes=65536,
@@ -70,7 +73,8 @@ def test_every_endpoint(server: Server) -> None:
             "product-embedder",
             "product-reranker",
         }
-        assert c.post("/v1/models/reload").json()["changed"] == []
+        assert c.post("/v1/models/reload").status_code == 401  # the API token is not the admin's
+        assert c.post("/v1/models/reload", headers=ADMIN).json()["changed"] == []
         assert "inference_ready 1.0" in c.get("/metrics").text
     assert "great sound" not in server.log()  # no payloads in logs by default
 
@@ -141,7 +145,7 @@ def test_schemathesis_finds_no_server_error_and_no_schema_violation(server: Serv
         "--seed",
         "1",
         "--workers",
-        "1",
+        "2",
         "--generation-database",
         "none",
         "--header",
@@ -276,11 +280,66 @@ def _publish_copy(store: Path, name: str, version: str) -> Path:
     return publish_version(store, name, files, manifest)
 
 
+def _publish_inconsistent(store: Path, name: str, version: str) -> Path:
+    """Publish a copy of `name/version` whose manifest claims a max sequence length of 4,096 tokens: above
+    the default INFERENCE_MAX_BATCH_TOKENS (2,048), so no batch could hold one long text."""
+    from conversion.publish import publish_version
+
+    source = store / name / version
+    manifest: dict[str, Any] = json.loads((source / "manifest.json").read_text())
+    files = {f: source / f for f in manifest.pop("files")}
+    manifest.pop("version")
+    return publish_version(store, name, files, {**manifest, "max_sequence_length": 4096})
+
+
+def test_broken_and_inconsistent_versions_never_stop_serving(tiny_store: Path, tmp_path: Path) -> None:
+    """Startup with a corrupt v2 and an inconsistent v3 beside a good v1 serves v1; a reload refuses a new
+    inconsistent version while another model rolls out; polling does not retry refused versions."""
+    store = tmp_path / "store"
+    shutil.copytree(tiny_store, store)
+    flip_byte(_publish_copy(store, "review-sentiment", "1") / "model.onnx")
+    _publish_inconsistent(store, "review-sentiment", "1")
+    (store / "review-sentiment" / "latest").mkdir()  # not a version number: ignored with a warning
+    settings = {"admin_token": ADMIN_TOKEN, "reload_poll_s": 0.2}
+    with run_server(store, tmp_path, **settings) as s, s.client() as c:
+        listing = c.get("/v1/models").json()
+        served = {m["name"]: m["version"] for m in listing["models"]}
+        assert served["review-sentiment"] == "1"
+        refused = {
+            (f["version"], f["reason"]) for f in listing["failures"] if f["name"] == "review-sentiment"
+        }
+        assert refused == {("2", "checksum"), ("3", "settings")}
+        assert c.post("/v1/sentiment", json={"texts": REVIEWS}).json()["version"] == "1"
+
+        _publish_inconsistent(store, "review-sentiment", "1")  # v4
+        _publish_copy(store, "product-embedder", "1")  # v2
+        reload = c.post("/v1/models/reload", headers=ADMIN).json()
+        assert reload["changed"] == ["product-embedder/2"]
+        assert ("review-sentiment", "4", "settings") in {
+            (f["name"], f["version"], f["reason"]) for f in reload["failures"]
+        }
+
+        def refusals() -> list[float]:
+            samples = s.metrics()
+            name = "inference_model_load_failures_total"
+            return [metric_value(samples, name, name="review-sentiment", version=v) for v in ("2", "3", "4")]
+
+        after_reload = refusals()  # startup tried 2 and 3, the explicit reload retried them and tried 4
+        assert after_reload == [2, 2, 1]
+        time.sleep(1.5)  # several polls
+        assert refusals() == after_reload  # polling retries no refused version
+        assert c.post("/v1/sentiment", json={"texts": REVIEWS}).json()["version"] == "1"
+        assert c.post("/v1/rank", json={"query": "q", "candidates": CANDIDATES}).json()["version"] == "2"
+    log = s.log()
+    assert log.count("ignoring") == 1
+    assert "its name is not a version number" in log
+
+
 def test_corrupt_artifact_refused_and_versions_roll_in_under_load(tiny_store: Path, tmp_path: Path) -> None:
     store = tmp_path / "store"
     shutil.copytree(tiny_store, store)
     flip_byte(store / "product-reranker" / "1" / "model.onnx")
-    with run_server(store, tmp_path) as s, s.client() as c:
+    with run_server(store, tmp_path, admin_token=ADMIN_TOKEN) as s, s.client() as c:
         listing = c.get("/v1/models").json()
         assert {m["name"] for m in listing["models"]} == {"review-sentiment", "product-embedder"}
         assert [(f["name"], f["version"], f["reason"]) for f in listing["failures"]] == [
@@ -302,7 +361,7 @@ def test_corrupt_artifact_refused_and_versions_roll_in_under_load(tiny_store: Pa
             _publish_copy(store, "product-embedder", "1")
             broken = _publish_copy(store, "review-sentiment", "1")
             flip_byte(broken / "model.onnx")
-            async with httpx.AsyncClient(base_url=s.base_url, timeout=60.0) as admin:
+            async with httpx.AsyncClient(base_url=s.base_url, timeout=60.0, headers=ADMIN) as admin:
                 reload = (await admin.post("/v1/models/reload")).json()
             await asyncio.sleep(0.5)
             stop.set()

@@ -42,6 +42,11 @@ def test_every_setting_documents_its_reason() -> None:
         ({"max_batch_tokens": 64, "max_sequence_length": 128}, "max_batch_tokens"),
         ({"sub_batch_size": 8, "max_batch_size": 4}, "sub_batch_size"),
         ({"api_token": "short"}, "api_token"),
+        ({"api_token": "with a space in it, long enough"}, "api_token"),
+        ({"api_token": "non-ascii-tökén-0123456789"}, "api_token"),
+        ({"admin_token": "tab\tinside-0123456789"}, "admin_token"),
+        ({"api_token": "same-token-0123456789", "admin_token": "same-token-0123456789"}, "differ"),
+        ({"max_texts_per_request": 5000}, "max_texts_per_request"),
         ({"queue_capacity": 0}, "queue_capacity"),
         ({"provider": "tpu"}, "provider"),
     ],
@@ -56,7 +61,7 @@ def test_unknown_setting_is_refused() -> None:
         Settings(max_batchsize=3)  # type: ignore[call-arg]
 
 
-@pytest.mark.parametrize("bad", ["review-sentiment", "a=0", "a=x", "a=1,a=2", "=3"])
+@pytest.mark.parametrize("bad", ["review-sentiment", "a=0", "a=x", "a=1,a=2", "=3", "a=²", "a=01", "a=٣"])
 def test_bad_pins_are_refused(bad: str) -> None:
     with pytest.raises(ValueError, match="pin"):
         parse_pins(bad)

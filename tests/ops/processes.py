@@ -17,7 +17,6 @@ from types import TracebackType
 
 import httpx
 
-from app.http import UVICORN_HTTP
 from tests.ops.tools import REPO, require_tool
 
 READY_TIMEOUT_S = 90.0
@@ -47,7 +46,7 @@ def service_env(store: Path, **overrides: str) -> dict[str, str]:
 
 
 class Server:
-    """`uvicorn --factory app.main:create_app` on 127.0.0.1 in its own process."""
+    """`python -m app` (as `make run` and the image start it) on 127.0.0.1 in its own process."""
 
     def __init__(
         self, store: Path, log_dir: Path, port: int | None = None, env: dict[str, str] | None = None
@@ -57,24 +56,9 @@ class Server:
         self.log_path = log_dir / f"uvicorn-{self.port}.log"
         self._log = self.log_path.open("wb")
         self.process = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "uvicorn",
-                "--factory",
-                "app.main:create_app",
-                "--host",
-                "127.0.0.1",
-                "--port",
-                str(self.port),
-                "--workers",
-                "1",
-                "--no-access-log",
-                "--http",
-                UVICORN_HTTP,
-            ],
+            [sys.executable, "-m", "app"],
             cwd=REPO,
-            env=service_env(store, **(env or {})),
+            env=service_env(store, INFERENCE_HOST="127.0.0.1", INFERENCE_PORT=str(self.port), **(env or {})),
             stdout=self._log,
             stderr=subprocess.STDOUT,
         )

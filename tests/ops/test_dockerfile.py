@@ -86,10 +86,10 @@ def test_runtime_stage_is_lean_non_root_and_signal_safe() -> None:
     assert users[-1].split(":")[0] not in {"root", "0"}
 
     cmd = [args for instruction, args in runtime if instruction == "CMD"][-1]
-    argv = json.loads(cmd)  # exec form: uvicorn is PID 1 and gets SIGTERM itself
-    assert argv[:3] == ["uvicorn", "--factory", "app.main:create_app"]
-    assert argv[argv.index("--host") + 1] == "0.0.0.0"
-    assert argv[argv.index("--workers") + 1] == "1"
+    argv = json.loads(cmd)  # exec form: the server is PID 1 and gets SIGTERM itself
+    assert argv == ["python", "-m", "app"]
+    env = " ".join(args for instruction, args in runtime if instruction == "ENV")
+    assert "INFERENCE_HOST=0.0.0.0" in env
 
     healthcheck = [args for instruction, args in runtime if instruction == "HEALTHCHECK"][-1]
     assert "/readyz" in healthcheck or "/livez" in healthcheck

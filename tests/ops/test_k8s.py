@@ -80,15 +80,27 @@ def test_validator_rejects_a_misspelt_field(overlay: tuple[str, list[Manifest]])
         kubernetes_validate.validate(broken, KUBERNETES_VERSIONS[-1], strict=True)
 
 
-def test_grace_period_covers_pre_stop_and_drain(overlay: tuple[str, list[Manifest]]) -> None:
+def test_grace_period_covers_pre_stop_drain_and_shutdown(overlay: tuple[str, list[Manifest]]) -> None:
     _, manifests = overlay
     pod = one(manifests, "Deployment")["spec"]["template"]["spec"]
     command = container(manifests)["lifecycle"]["preStop"]["exec"]["command"]
     assert command[0] == "sleep"
     pre_stop_s = float(command[1])
     drain_s = float(settings(manifests)["INFERENCE_DRAIN_TIMEOUT_S"])
+    shutdown_s = float(settings(manifests)["INFERENCE_SHUTDOWN_TIMEOUT_S"])
     assert pre_stop_s > 0
-    assert pod["terminationGracePeriodSeconds"] > pre_stop_s + drain_s
+    assert pod["terminationGracePeriodSeconds"] > pre_stop_s + drain_s + shutdown_s + 1
+
+
+def test_the_api_token_secret_is_required_and_the_admin_token_optional(
+    overlay: tuple[str, list[Manifest]],
+) -> None:
+    env = {e["name"]: e for e in container(overlay[1])["env"]}
+    api = env["INFERENCE_API_TOKEN"]["valueFrom"]["secretKeyRef"]
+    admin = env["INFERENCE_ADMIN_TOKEN"]["valueFrom"]["secretKeyRef"]
+    assert api["optional"] is False  # no secret: the pod does not start, rather than serving without auth
+    assert admin["optional"] is True  # no secret: reload is off
+    assert api["name"] != admin["name"]
 
 
 def test_rollout_only_surges(overlay: tuple[str, list[Manifest]]) -> None:
