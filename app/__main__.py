@@ -8,6 +8,9 @@ tests use it). uvicorn with the production options, all taken from the settings 
 - INFERENCE_SHUTDOWN_TIMEOUT_S as uvicorn's graceful-shutdown bound, so that a stalled upload cannot keep
   the process (and the lifespan shutdown that releases the models) from ending;
 - INFERENCE_HOST and INFERENCE_PORT.
+
+uvicorn's own loggers stay at its default level (info: a few lines at startup and shutdown, which the
+rolling-restart test reads); INFERENCE_LOG_LEVEL is the level of the service's `app` loggers.
 """
 
 from __future__ import annotations
@@ -28,7 +31,6 @@ def server_config(settings: Settings) -> uvicorn.Config:
         access_log=False,
         limit_concurrency=settings.max_connections,
         timeout_graceful_shutdown=settings.shutdown_timeout_s,  # type: ignore[arg-type] # a float works
-        log_level=settings.log_level,
     )
 
 
