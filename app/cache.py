@@ -19,6 +19,7 @@ CacheKey = tuple[str, str, bytes]
 class CachedEmbedding:
     vector: FloatArray
     truncated: bool
+    tokens: int = 0
 
 
 def text_key(model: str, version: str, text: str) -> CacheKey:

@@ -54,6 +54,7 @@ class InferenceResult:
 
     outputs: FloatArray
     truncated: list[bool]
+    tokens: list[int]  # per text: tokens the model read (special tokens included, after truncation)
     queue_s: float
     tokenize_s: float
     inference_s: float
@@ -76,6 +77,7 @@ class Job:
         "remaining",
         "request_id",
         "tokenize_s",
+        "tokens",
         "truncated",
     )
 
@@ -89,6 +91,7 @@ class Job:
         self.remaining = n
         self.outputs: FloatArray | None = None
         self.truncated = [False] * n
+        self.tokens = [0] * n
         self.enqueued_at = time.monotonic()
         self.queue_s = 0.0
         self.tokenize_s = 0.0
@@ -109,7 +112,9 @@ class Job:
 
     def _result(self) -> InferenceResult:
         outputs = self.outputs if self.outputs is not None else np.zeros((0, 0), dtype=np.float32)
-        return InferenceResult(outputs, self.truncated, self.queue_s, self.tokenize_s, self.inference_s)
+        return InferenceResult(
+            outputs, self.truncated, self.tokens, self.queue_s, self.tokenize_s, self.inference_s
+        )
 
     def _settle(self, result: InferenceResult | None, error: BaseException | None) -> None:
         def settle() -> None:
@@ -399,6 +404,7 @@ class ModelEngine:
                     job.outputs = np.empty((job.n, outputs.shape[1]), dtype=np.float32)
                 job.outputs[item.index] = outputs[row]
                 job.truncated[item.index] = tokens.truncated[i]
+                job.tokens[item.index] = tokens.lengths[i]
                 job.remaining -= 1
                 if id(job) not in touched:
                     touched[id(job)] = job

@@ -25,6 +25,14 @@ class InvalidRequest(ServiceError):
         self.field = field
 
 
+class MethodNotAllowed(ServiceError):
+    type = "method_not_allowed"
+
+
+class UnsupportedMediaType(ServiceError):
+    type = "unsupported_media_type"
+
+
 class BadRequest(ServiceError):
     """A request HTTP itself calls malformed (a header that must appear once appears twice)."""
 
@@ -92,6 +100,8 @@ class ModelLoadError(ServiceError):
 # Most specific class first; `status_of` walks the MRO so subclasses inherit their parent's status.
 STATUS_OF: dict[type[ServiceError], int] = {
     InvalidRequest: 422,
+    MethodNotAllowed: 405,
+    UnsupportedMediaType: 415,
     BadRequest: 400,
     BodyTooLarge: 413,
     BodyTimeout: 408,
@@ -118,6 +128,8 @@ REJECTION_REASON_OF: dict[type[ServiceError], str] = {
     BodyTooLarge: "body_too_large",
     BodyTimeout: "body_timeout",
     BadRequest: "bad_request",
+    MethodNotAllowed: "method_not_allowed",
+    UnsupportedMediaType: "unsupported_media_type",
     InvalidRequest: "invalid_request",
     Unauthorized: "unauthorized",
     Forbidden: "forbidden",

@@ -13,15 +13,15 @@ import logging
 import os
 import signal
 import threading
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Sequence
 from types import FrameType
 from typing import Any
 
 from fastapi import FastAPI
 from starlette.types import ASGIApp
 
-from app.api import handlers, health, models, ranking, sentiment
-from app.api.hotpath import fast_routes
+from app.api import handlers, health, kserve, models, openai, ranking, rerank, sentiment
+from app.api.endpoints import Endpoint, add_to_openapi, json_handlers
 from app.api.responses import ORJSONResponse
 from app.errors import Draining
 from app.logs import configure_logging
@@ -94,31 +94,52 @@ def install_drain_handler(service: Service, timeout: float) -> Callable[[], None
 def log_access_control(settings: Settings) -> None:
     """Say at startup who may call what, so that a deployment serving without auth is seen at once."""
     if settings.api_token is not None:
-        log.info("auth on: /v1 endpoints need the bearer token (INFERENCE_API_TOKEN)")
+        log.info("auth on: /v1 and /v2 endpoints need the bearer token (INFERENCE_API_TOKEN)")
     else:
-        log.warning("auth OFF: /v1 endpoints answer anyone (INFERENCE_API_TOKEN is not set)")
+        log.warning("auth OFF: /v1 and /v2 endpoints answer anyone (INFERENCE_API_TOKEN is not set)")
     if settings.admin_token is not None:
         log.info("model reload on: POST /v1/models/reload needs the admin token (INFERENCE_ADMIN_TOKEN)")
     else:
         log.info("model reload off: POST /v1/models/reload answers 403 (INFERENCE_ADMIN_TOKEN is not set)")
 
 
+# The JSON inference endpoints (app.api.endpoints): answered by ServiceMiddleware, described in the OpenAPI
+# document from the same declarations.
+JSON_ENDPOINTS: tuple[Endpoint, ...] = (
+    sentiment.SENTIMENT,
+    ranking.RANK,
+    ranking.RECOMMEND,
+    openai.EMBEDDINGS,
+    rerank.RERANK_V1,
+    rerank.RERANK_V2,
+)
+
+
 class ServiceApp(FastAPI):
     """FastAPI with one more layer outside its whole middleware stack (`front`: ServiceMiddleware), so
-    that the hot endpoints pay for one middleware and no routing or dependency solving."""
+    that the JSON endpoints pay for one middleware and no routing or dependency solving, and whose
+    OpenAPI document describes them too."""
 
-    def __init__(self, front: Callable[[ASGIApp], ASGIApp], **kwargs: Any) -> None:
+    def __init__(
+        self, front: Callable[[ASGIApp], ASGIApp], endpoints: Sequence[Endpoint], **kwargs: Any
+    ) -> None:
         self._front = front
+        self._endpoints = tuple(endpoints)
         super().__init__(**kwargs)
 
     def build_middleware_stack(self) -> ASGIApp:
         return self._front(super().build_middleware_stack())
 
+    def openapi(self) -> dict[str, Any]:
+        if not self.openapi_schema:
+            self.openapi_schema = add_to_openapi(super().openapi(), self._endpoints)
+        return self.openapi_schema
+
 
 def create_app(settings: Settings | None = None) -> FastAPI:
     """Build the service; settings from the environment (INFERENCE_*) unless given."""
     settings = settings if settings is not None else get_settings()
-    configure_logging(settings.log_level)
+    configure_logging(settings.log_level, settings.log_format)
     metrics = Metrics()
     service = Service(settings, metrics)
 
@@ -141,10 +162,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             log.info("engines stopped")
 
     def front(inner: ASGIApp) -> ASGIApp:
-        return ServiceMiddleware(inner, service, metrics, fast_routes(service, metrics))
+        return ServiceMiddleware(inner, service, metrics, json_handlers(JSON_ENDPOINTS, service, metrics))
 
     app = ServiceApp(
         front,
+        JSON_ENDPOINTS,
         title="storefront-inference",
         version="0.1.0",
         description=DESCRIPTION,
@@ -164,6 +186,6 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.metrics = metrics
     app.state.service = service
     handlers.install(app)
-    for module in (sentiment, ranking, models, health):
+    for module in (models, health, kserve):
         app.include_router(module.router)
     return app

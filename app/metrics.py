@@ -18,6 +18,8 @@ REJECTION_REASONS = (
     "body_too_large",
     "body_timeout",
     "bad_request",
+    "method_not_allowed",
+    "unsupported_media_type",
     "invalid_request",
     "unauthorized",
     "forbidden",

@@ -1,15 +1,13 @@
-"""The one ASGI middleware in front of the app: request id, timing, in-flight accounting, metrics, access
-log, the checks every request passes before its body is read (duplicate headers, the bearer token), the
-body's size limit and deadline, plus the dispatch of the hot endpoints to their fast handlers.
+"""The one ASGI middleware in front of the app: request id, trace context, timing, in-flight accounting,
+metrics, access log, the checks every request passes before its body is read (duplicate headers, the bearer
+token), the body's size limit and deadline, and the dispatch of the JSON endpoints.
 
-Every request's body is read here, once, and replayed to whoever answers it, so the limits, the token
-check and the error they give are decided in one place for the fast handlers and the FastAPI routes alike.
+Every request's body is read here, once. The JSON inference endpoints (`routes`: app.api.endpoints, one
+implementation each) are answered here without FastAPI's routing and dependency solving; every other path
+goes to the FastAPI app with the body replayed. So the limits, the token check and the errors they give are
+decided in one place for every path.
 
-It sits outside FastAPI's own middleware stack (see `app.main.ServiceApp`). A hot endpoint (`routes`: the
-POST /v1 inference calls) is answered here without FastAPI's routing and dependency solving; a handler
-that declines (any request it would not answer exactly as FastAPI does, e.g. malformed JSON or a failed
-token check) gets its body replayed into the FastAPI app, which answers it. Every other path goes to the
-FastAPI app directly.
+It sits outside FastAPI's own middleware stack (see `app.main.ServiceApp`).
 """
 
 from __future__ import annotations
@@ -41,7 +39,7 @@ from app.errors import (
     rejection_reason,
     status_of,
 )
-from app.logs import request_id_var
+from app.logs import TraceContext, parse_traceparent, request_id_var, trace_var
 from app.metrics import Metrics
 from app.service import Service
 
@@ -54,12 +52,23 @@ ENDPOINTS = frozenset(
         "/v1/recommend",
         "/v1/models",
         "/v1/models/reload",
+        "/v1/embeddings",
+        "/v1/rerank",
+        "/v2/rerank",
+        "/v2",
+        "/v2/health/live",
+        "/v2/health/ready",
         "/livez",
         "/readyz",
         "/metrics",
     }
 )
-_QUIET = frozenset({"/metrics", "/livez", "/readyz"})
+# KServe's per-model paths, labelled without the model's name: /v2/models/{name}[/versions/{v}]/<suffix>.
+_KSERVE_SUFFIXES = ("/infer", "/ready")
+_QUIET = frozenset({"/metrics", "/livez", "/readyz", "/v2/health/live", "/v2/health/ready"})
+# Paths that need the API token (when one is set) and count as requests in flight for the drain.
+_API_PREFIXES = ("/v1/", "/v2/")
+_OPEN_PREFIXES = ("/v2/health/",)
 ADMIN_PATH = "/v1/models/reload"
 _REQUEST_ID = re.compile(rb"^[A-Za-z0-9._:-]{1,128}$")
 Headers = list[tuple[bytes, bytes]]
@@ -71,7 +80,22 @@ WholeResponse = Callable[[int, Headers, bytes], bool]
 
 def endpoint_label(path: str) -> str:
     """Metric label of a path; unknown paths share one label so that scanners cannot blow up cardinality."""
-    return path if path in ENDPOINTS else "other"
+    if path in ENDPOINTS:
+        return path
+    if path.startswith("/v2/models/"):
+        suffix = next((s for s in _KSERVE_SUFFIXES if path.endswith(s)), "")
+        return "/v2/models/{name}" + suffix
+    return "other"
+
+
+def is_kserve_path(path: str) -> bool:
+    """Open Inference Protocol paths (app.api.kserve), whose errors are `{"error": "<message>"}`."""
+    return path == "/v2" or path.startswith(("/v2/models/", "/v2/health/"))
+
+
+def is_api_path(path: str) -> bool:
+    """/v1 and /v2 paths, but for KServe's health checks (open, like /livez and /readyz)."""
+    return path.startswith(_API_PREFIXES) and not path.startswith(_OPEN_PREFIXES)
 
 
 class RequestIds:
@@ -87,7 +111,7 @@ class RequestIds:
 
 @dataclass(slots=True)
 class Reply:
-    """A complete answer of a fast handler; `model`/`version` label the request-duration metric."""
+    """A complete answer of a JSON endpoint; `model`/`version` label the request-duration metric."""
 
     status: int
     body: bytes
@@ -98,7 +122,7 @@ class Reply:
 
 @dataclass(slots=True)
 class Exchange:
-    """What a fast handler gets: the request's scope, its whole body, and the ASGI receive (for the
+    """What a JSON endpoint gets: the request's scope, its whole body, and the ASGI receive (for the
     disconnect watch)."""
 
     scope: Scope
@@ -107,20 +131,20 @@ class Exchange:
     started: float
 
 
-# A fast handler answers (Reply) or declines (None: FastAPI answers the same request instead).
-FastHandler = Callable[[Exchange], Awaitable[Reply | None]]
+# The one implementation of a JSON endpoint (app.api.endpoints): it answers every request to its path.
+JsonHandler = Callable[[Exchange], Awaitable[Reply]]
 
 
 class ServiceMiddleware:
     """Request id (kept from `x-request-id` when sane), `x-total-ms`, in-flight gauges, duration
-    histogram, access log (DEBUG; refusals and failures at WARNING), 413 over `max_bytes`, fast handlers."""
+    histogram, access log (DEBUG; refusals and failures at WARNING), 413 over `max_bytes`, JSON endpoints."""
 
     def __init__(
         self,
         app: ASGIApp,
         service: Service,
         metrics: Metrics,
-        routes: Mapping[str, FastHandler],
+        routes: Mapping[str, JsonHandler],
     ) -> None:
         self.app = app
         self.service = service
@@ -160,6 +184,7 @@ class ServiceMiddleware:
         length: bytes | None = None
         authorization: list[bytes] = []
         content_types = 0
+        trace: TraceContext | None = None
         for key, value in scope["headers"]:
             if key == b"x-request-id":
                 incoming = value
@@ -169,14 +194,17 @@ class ServiceMiddleware:
                 authorization.append(value)
             elif key == b"content-type":
                 content_types += 1
+            elif key == b"traceparent":
+                trace = parse_traceparent(value)
         request_id = incoming.decode("latin-1") if _REQUEST_ID.match(incoming) else self.ids.next()
-        id_header = request_id.encode("latin-1")
+        context = Context(request_id.encode("latin-1"), started, trace)
         state = scope.setdefault("state", {})
         state["request_id"] = request_id
         state["started_at"] = started
         path: str = scope["path"]
         endpoint = endpoint_label(path)
         token = request_id_var.set(request_id)
+        trace_token = trace_var.set(trace)
         in_flight = self._gauge(endpoint)
         in_flight.inc()
         counted = False
@@ -192,33 +220,35 @@ class ServiceMiddleware:
                 else:
                     body = read
             if refusal is not None:
-                status = await self._refuse(refusal, endpoint, send, id_header, started)
+                status = await self._refuse(refusal, path, send, context)
                 return
             if body is None:
                 status = 499  # the client left while sending its body: nobody to answer
                 return
-            counted = path.startswith("/v1/")
+            counted = is_api_path(path)
             if counted:
                 self.service.request_started()
-            handler = self.routes.get(path) if scope["method"] == "POST" else None
+            handler = self.routes.get(path)
             if handler is not None:
                 reply = await handler(Exchange(scope, body, receive, started))
-                if reply is not None:
-                    status, model, version = reply.status, reply.model, reply.version
-                    await _send_reply(send, reply, id_header, started, scope)
-                    return
+                status, model, version = reply.status, reply.model, reply.version
+                await _send_reply(send, reply, context, scope)
+                return
             replayed = _replay(body, receive)
-            status, model, version = await self._forward(scope, replayed, send, id_header, started)
+            status, model, version = await self._forward(scope, replayed, send, context)
         finally:
             elapsed = time.monotonic() - started
             in_flight.dec()
             if counted:
                 self.service.request_finished()
             self._observe(endpoint, model, version, status, elapsed)
-            if status >= 400:
-                log.warning("%s %s %d %.1fms", scope["method"], path, status, elapsed * 1000)
-            elif endpoint not in _QUIET:
-                log.debug("%s %s %d %.1fms", scope["method"], path, status, elapsed * 1000)
+            if status >= 400 or (endpoint not in _QUIET and log.isEnabledFor(logging.DEBUG)):
+                ms = round(elapsed * 1000, 1)
+                fields = {"method": scope["method"], "path": path, "status": status, "duration_ms": ms}
+                fields.update(model=model, version=version)
+                level = logging.WARNING if status >= 400 else logging.DEBUG
+                log.log(level, "%s %s %d %.1fms", scope["method"], path, status, ms, extra=fields)
+            trace_var.reset(trace_token)
             request_id_var.reset(token)
 
     def _refusal(
@@ -259,7 +289,7 @@ class ServiceMiddleware:
             )
 
     async def _forward(
-        self, scope: Scope, receive: Receive, send: Send, id_header: bytes, started: float
+        self, scope: Scope, receive: Receive, send: Send, context: Context
     ) -> tuple[int, str, str]:
         """Run the FastAPI app (the body replayed by `receive`) with our headers on its response."""
         status = 500
@@ -268,34 +298,35 @@ class ServiceMiddleware:
             nonlocal status
             if message["type"] == "http.response.start":
                 status = message["status"]
-                message["headers"] = [*message.get("headers", ()), *_context_headers(id_header, started)]
+                message["headers"] = [*message.get("headers", ()), *context.headers()]
             await send(message)
 
         await self.app(scope, receive, send_with_headers)
         state: dict[str, Any] = scope["state"]
         return status, state.get("model", "none"), state.get("version", "none")
 
-    async def _refuse(
-        self, error: ServiceError, endpoint: str, send: Send, id_header: bytes, started: float
-    ) -> int:
-        """Answer a refusal decided here. A refusal before the whole body was read closes the connection:
-        the unread rest of the body cannot be told from the next request."""
+    async def _refuse(self, error: ServiceError, path: str, send: Send, context: Context) -> int:
+        """Answer a refusal decided here, in the error shape of the path's protocol. A refusal before the
+        whole body was read closes the connection: the unread rest of the body cannot be told from the
+        next request."""
         status = status_of(error)
         reason = rejection_reason(error)
         if reason is not None:
-            self.metrics.rejected.labels(endpoint=endpoint, reason=reason).inc()
+            self.metrics.rejected.labels(endpoint=endpoint_label(path), reason=reason).inc()
         headers: Headers = [(b"connection", b"close")]
         if status == 401:
             headers.append((b"www-authenticate", b"Bearer"))
-        reply = Reply(status, orjson.dumps(error_body(error.type, error.message)), headers)
-        await _send_reply(send, reply, id_header, started)
+        body = {"error": error.message} if is_kserve_path(path) else error_body(error.type, error.message)
+        reply = Reply(status, orjson.dumps(body), headers)
+        await _send_reply(send, reply, context)
         return status
 
 
 class AccessTokens:
     """Who may call what: `/v1/models/reload` needs the admin token (and is off without one), every other
-    `/v1/` path the API token when one is set; health, metrics and the docs stay open. One decision for
-    every path, made on the headers before the body is read."""
+    `/v1/` and `/v2/` path the API token when one is set; health (`/livez`, `/readyz`, `/v2/health/*`),
+    metrics and the docs stay open. One decision for every path, made on the headers before the body is
+    read."""
 
     def __init__(self, api: SecretStr | None, admin: SecretStr | None) -> None:
         self._api = api.get_secret_value().encode() if api is not None else None
@@ -306,7 +337,7 @@ class AccessTokens:
             if self._admin is None:
                 return Forbidden("model reload is off: the server has no INFERENCE_ADMIN_TOKEN")
             expected: bytes | None = self._admin
-        elif path.startswith("/v1/"):
+        elif is_api_path(path):
             expected = self._api
         else:
             return None
@@ -331,19 +362,28 @@ def _declared(length: bytes) -> int:
         return 1 << 62  # an unreadable Content-Length is refused like an oversized one
 
 
-def _context_headers(id_header: bytes, started: float) -> Headers:
-    total = f"{(time.monotonic() - started) * 1000:.2f}".encode()
-    return [(b"x-request-id", id_header), (b"x-total-ms", total)]
+@dataclass(frozen=True, slots=True)
+class Context:
+    """What every answer of a request carries back: its id, its total time and the caller's trace."""
+
+    request_id: bytes
+    started: float
+    trace: TraceContext | None
+
+    def headers(self) -> Headers:
+        total = f"{(time.monotonic() - self.started) * 1000:.2f}".encode()
+        headers = [(b"x-request-id", self.request_id), (b"x-total-ms", total)]
+        if self.trace is not None:
+            headers.append((b"traceparent", self.trace.traceparent()))
+        return headers
 
 
-async def _send_reply(
-    send: Send, reply: Reply, id_header: bytes, started: float, scope: Scope | None = None
-) -> None:
+async def _send_reply(send: Send, reply: Reply, context: Context, scope: Scope | None = None) -> None:
     headers = [
         (b"content-type", b"application/json"),
         (b"content-length", str(len(reply.body)).encode()),
         *reply.headers,
-        *_context_headers(id_header, started),
+        *context.headers(),
     ]
     extensions = scope.get("extensions") if scope is not None else None
     write_whole: WholeResponse | None = extensions.get(WHOLE_RESPONSE) if extensions else None

@@ -25,6 +25,10 @@ from app.settings import Settings
 
 log = logging.getLogger("app.service")
 
+# The cross-encoder that /v1/rerank and /v2/rerank use when the request names no model (see
+# `Service.default_reranker`).
+DEFAULT_RERANKER = "product-reranker"
+
 
 @dataclass
 class Timings:
@@ -54,6 +58,15 @@ class Scored:
     order: list[int]
     scores: FloatArray  # per candidate, in request order
     truncated: list[bool]  # per candidate, in request order
+    timings: Timings
+
+
+@dataclass(frozen=True)
+class Embedded:
+    model: ServedModel
+    vectors: FloatArray  # [texts, dim], unit length
+    truncated: list[bool]
+    tokens: list[int]  # per text, what the model read (cached texts count what they counted)
     timings: Timings
 
 
@@ -190,6 +203,13 @@ class Service:
             )
         return served
 
+    def default_reranker(self) -> str:
+        """The model of a rerank request that names none: the cross-encoder DEFAULT_RERANKER when it is
+        served (it reads query and document together: better ordering), else the bi-encoder of /v1/rank."""
+        if self.registry.is_served(DEFAULT_RERANKER):
+            return DEFAULT_RERANKER
+        return self.settings.ranking_model
+
     def _log_payload(self, endpoint: str, payload: object) -> None:
         if self.settings.log_payloads:
             log.info("payload %s %r", endpoint, payload)
@@ -232,12 +252,10 @@ class Service:
         timings = Timings()
         if served.kind == "cross-encoder":
             pairs: list[TextInput] = [(query, c) for c in candidates]
-            result = await served.engine.infer(pairs, deadline, disconnected)
-            timings.add(result)
-            scores = result.outputs[:, 0] if len(candidates) else np.zeros(0, dtype=np.float32)
-            truncated = result.truncated
+            scores, truncated = await self._cross_scores(served, pairs, deadline, disconnected, timings)
         else:
-            vectors, flags = await self._embed(served, [query, *candidates], deadline, disconnected, timings)
+            texts = [query, *candidates]
+            vectors, flags, _ = await self._embed(served, texts, deadline, disconnected, timings)
             scores = vectors[1:] @ vectors[0]
             truncated = flags[1:]
         return Scored(served, _best_first(scores, top_k), scores, truncated, timings)
@@ -261,13 +279,67 @@ class Service:
         self._log_payload("recommend", {"history": [h.text for h in history], "candidates": candidates})
         timings = Timings()
         texts = [h.text for h in history] + list(candidates)
-        vectors, flags = await self._embed(served, texts, deadline, disconnected, timings)
+        vectors, flags, _ = await self._embed(served, texts, deadline, disconnected, timings)
         user = weights @ vectors[: len(history)].astype(np.float64)
         norm = float(np.linalg.norm(user))
         if not norm > 1e-12:  # the weighted history embeddings cancel out: no direction to rank by
             raise InvalidRequest("the weighted history gives no user direction; vary the weights", "history")
         scores = (vectors[len(history) :] @ (user / norm).astype(np.float32)).astype(np.float32)
         return Scored(served, _best_first(scores, top_k), scores, flags[len(history) :], timings)
+
+    async def embed(
+        self,
+        texts: Sequence[str],
+        model: str | None,
+        version: str | None,
+        deadline: float,
+        disconnected: asyncio.Future[object] | None = None,
+        field: str = "input",
+    ) -> Embedded:
+        """Unit-length embeddings of `texts` in request order (a bi-encoder; the cache of /v1/rank and
+        /v1/recommend); `field` names the texts in errors. Default model: the one of /v1/rank."""
+        self.check_texts(field, texts)
+        served = self._model(model, version, self.settings.ranking_model, ["bi-encoder"], "embeddings")
+        self._log_payload("embeddings", texts)
+        timings = Timings()
+        vectors, truncated, tokens = await self._embed(served, texts, deadline, disconnected, timings)
+        return Embedded(served, vectors, truncated, tokens, timings)
+
+    async def score_pairs(
+        self,
+        queries: Sequence[str],
+        documents: Sequence[str],
+        model: str,
+        version: str | None,
+        deadline: float,
+        disconnected: asyncio.Future[object] | None = None,
+        fields: tuple[str, str] = ("query", "document"),
+    ) -> Scored:
+        """Cross-encoder relevance of each (query, document) pair, in request order (`order`: best first);
+        `fields` name the two lists in errors."""
+        if len(queries) != len(documents):
+            raise InvalidRequest(f"{len(queries)} queries for {len(documents)} documents", fields[0])
+        self.check_texts(fields[0], queries)
+        self.check_texts(fields[1], documents)
+        served = self._model(model, version, model, ["cross-encoder"], "pair scoring")
+        self._log_payload("pairs", {"queries": queries, "documents": documents})
+        timings = Timings()
+        pairs: list[TextInput] = list(zip(queries, documents, strict=True))
+        scores, truncated = await self._cross_scores(served, pairs, deadline, disconnected, timings)
+        return Scored(served, _best_first(scores, None), scores, truncated, timings)
+
+    async def _cross_scores(
+        self,
+        served: ServedModel,
+        pairs: Sequence[TextInput],
+        deadline: float,
+        disconnected: asyncio.Future[object] | None,
+        timings: Timings,
+    ) -> tuple[FloatArray, list[bool]]:
+        result = await served.engine.infer(pairs, deadline, disconnected)
+        timings.add(result)
+        scores = result.outputs[:, 0] if len(pairs) else np.zeros(0, dtype=np.float32)
+        return scores, result.truncated
 
     async def _embed(
         self,
@@ -276,8 +348,9 @@ class Service:
         deadline: float,
         disconnected: asyncio.Future[object] | None,
         timings: Timings,
-    ) -> tuple[FloatArray, list[bool]]:
-        """Unit-length embeddings of `texts`, computing only those missing from the cache (once each)."""
+    ) -> tuple[FloatArray, list[bool], list[int]]:
+        """Unit-length embeddings of `texts` with their truncation flags and token counts, computing only
+        those missing from the cache (once each)."""
         name, version = served.name, served.version
         found: list[CachedEmbedding | None] = [None] * len(texts)
         missing: dict[str, list[int]] = {}
@@ -296,13 +369,13 @@ class Service:
             result = await served.engine.infer(unique, deadline, disconnected)
             timings.add(result)
             for j, text in enumerate(unique):
-                entry = CachedEmbedding(result.outputs[j].copy(), result.truncated[j])
+                entry = CachedEmbedding(result.outputs[j].copy(), result.truncated[j], result.tokens[j])
                 self.cache.put(text_key(name, version, text), entry)
                 for i in missing[text]:
                     found[i] = entry
         entries = [e for e in found if e is not None]
         vectors = np.stack([e.vector for e in entries]) if entries else np.zeros((0, 0), dtype=np.float32)
-        return vectors, [e.truncated for e in entries]
+        return vectors, [e.truncated for e in entries], [e.tokens for e in entries]
 
 
 def _best_first(scores: FloatArray, top_k: int | None) -> list[int]:
@@ -310,6 +383,16 @@ def _best_first(scores: FloatArray, top_k: int | None) -> list[int]:
     if top_k is not None:
         order = order[: min(top_k, len(order))]
     return [int(i) for i in order]
+
+
+def shorten(vectors: FloatArray, dimensions: int) -> FloatArray:
+    """The first `dimensions` components of each row, scaled back to unit length (what OpenAI's
+    `dimensions` does: a shortened embedding still compares by dot product). A row whose first components
+    are all zero stays zero."""
+    head = vectors[:, :dimensions].astype(np.float32)
+    norms = np.linalg.norm(head, axis=1, keepdims=True)
+    out: FloatArray = (head / np.maximum(norms, 1e-12)).astype(np.float32, copy=False)
+    return out
 
 
 def text_problem(text: str) -> str | None:

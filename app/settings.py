@@ -135,9 +135,9 @@ class Settings(BaseSettings):
     )
     api_token: SecretStr | None = Field(
         default=None,
-        description="Bearer token required on /v1/* when set (health and metrics stay open); checked before "
-        f"the body is read, in constant time. At least {MIN_TOKEN_CHARS} printable ASCII characters, no "
-        "whitespace.",
+        description="Bearer token required on /v1/* and /v2/* when set (health and metrics stay open); "
+        "checked before the body is read, in constant time. "
+        f"At least {MIN_TOKEN_CHARS} printable ASCII characters, no whitespace.",
     )
     admin_token: SecretStr | None = Field(
         default=None,
@@ -270,6 +270,12 @@ class Settings(BaseSettings):
         "logged at warning with its request id; `debug` adds one access line per successful /v1 request "
         "(off at `info`: a log write per request costs CPU, and inference_request_duration_seconds counts "
         "every request by endpoint and status).",
+    )
+    log_format: Literal["text", "json"] = Field(
+        default="text",
+        description="`text`: one readable line per record. `json`: one JSON object per line (time, level, "
+        "logger, request_id, trace_id from a W3C traceparent, message, and for access records method, "
+        "path, status, duration_ms, model, version), for log pipelines that index fields.",
     )
     log_payloads: bool = Field(
         default=False,

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
+from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
@@ -26,7 +28,7 @@ def _metrics(request: Request) -> Metrics:
 
 def describe(error: ServiceError, metrics: Metrics, endpoint: str) -> tuple[int, dict[str, str]]:
     """Status and extra headers of a service error; counts it (by rejection reason, or >= 500 by type)
-    and logs the failures. Shared by the exception handler and the fast handlers (app.api.hotpath)."""
+    and logs the failures. Shared by the exception handler and the JSON endpoints (app.api.endpoints)."""
     status = status_of(error)
     reason = rejection_reason(error)
     if reason is not None:
@@ -50,27 +52,30 @@ async def service_error(request: Request, exc: Exception) -> Response:
     return error_response(status, exc.type, exc.message, headers)
 
 
-def _where(loc: tuple[object, ...] | list[object]) -> str:
-    return ".".join(str(p) for p in loc)
+def describe_validation(errors: Sequence[Any], in_body: bool = True) -> str:
+    """One message for a body that failed validation, naming each field as in the JSON body (`texts.0`,
+    like the service's own limit errors), at most five of them. `in_body`: FastAPI's locations start with
+    "body"; pydantic's own start at the body's fields."""
+    parts = []
+    for err in errors[:5]:
+        loc = list(err.get("loc", ()))
+        if in_body:
+            loc = loc[1:] if loc[:1] == ["body"] else loc
+        where = ".".join(str(p) for p in loc) or "body"
+        if err.get("type") == "json_invalid":
+            parts.append(f"body: invalid JSON ({err.get('ctx', {}).get('error', 'parse error')})")
+        else:
+            parts.append(f"{where}: {err.get('msg', 'invalid')}")
+    more = f" (+{len(errors) - 5} more)" if len(errors) > 5 else ""
+    return "; ".join(parts) + more
 
 
 async def validation_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, RequestValidationError)
-    errors = exc.errors()
     _metrics(request).rejected.labels(
         endpoint=endpoint_label(request.url.path), reason="invalid_request"
     ).inc()
-    parts = []
-    for err in errors[:5]:
-        loc = list(err.get("loc", ()))
-        if loc[:1] == ["body"] and len(loc) > 1:
-            loc = loc[1:]  # fields are named as in the JSON body, like the service's own limit errors
-        if err.get("type") == "json_invalid":
-            parts.append(f"body: invalid JSON ({err.get('ctx', {}).get('error', 'parse error')})")
-        else:
-            parts.append(f"{_where(loc)}: {err.get('msg', 'invalid')}")
-    more = f" (+{len(errors) - 5} more)" if len(errors) > 5 else ""
-    return error_response(422, "invalid_request", "; ".join(parts) + more)
+    return error_response(422, "invalid_request", describe_validation(exc.errors()))
 
 
 async def http_error(request: Request, exc: Exception) -> Response:

@@ -4,18 +4,12 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from fastapi import APIRouter, Depends, Request
-from starlette.responses import Response
-
-from app.api.dependencies import Call, CallDep, ServiceDep, bearer_token, require_accepting
-from app.api.schemas import INFERENCE_ERRORS, Candidate, RankRequest, RecommendRequest, ScoredResponse
-from app.api.timing import Answer, model_response
+from app.api.dependencies import Call
+from app.api.endpoints import Endpoint
+from app.api.schemas import Candidate, RankRequest, RecommendRequest, ScoredResponse
+from app.api.timing import Answer
 from app.errors import InvalidRequest
 from app.service import HistoryItem, Scored, Service
-
-router = APIRouter(
-    prefix="/v1", tags=["inference"], dependencies=[Depends(bearer_token), Depends(require_accepting)]
-)
 
 
 def _unique_ids(candidates: Sequence[Candidate], field: str) -> None:
@@ -34,7 +28,6 @@ def _results(candidates: Sequence[Candidate], scored: Scored) -> list[dict[str, 
 
 
 async def answer_rank(service: Service, body: RankRequest, call: Call) -> Answer:
-    """What both the FastAPI route and the fast handler (app.api.hotpath) answer."""
     _unique_ids(body.candidates, "candidates")
     scored = await service.rank(
         body.query,
@@ -49,7 +42,6 @@ async def answer_rank(service: Service, body: RankRequest, call: Call) -> Answer
 
 
 async def answer_recommend(service: Service, body: RecommendRequest, call: Call) -> Answer:
-    """What both the FastAPI route and the fast handler (app.api.hotpath) answer."""
     _unique_ids(body.candidates, "candidates")
     history = [HistoryItem(h.text, h.weight) for h in body.history]
     scored = await service.recommend(
@@ -64,13 +56,17 @@ async def answer_recommend(service: Service, body: RecommendRequest, call: Call)
     return Answer(scored.model, scored.timings, {"results": _results(body.candidates, scored)})
 
 
-@router.post("/rank", response_model=ScoredResponse, responses=INFERENCE_ERRORS)
-async def rank(body: RankRequest, request: Request, service: ServiceDep, call: CallDep) -> Response:
-    """Order candidate products by relevance to a search query (bi-encoder cosine, or a cross-encoder)."""
-    return model_response(request, await answer_rank(service, body, call))
-
-
-@router.post("/recommend", response_model=ScoredResponse, responses=INFERENCE_ERRORS)
-async def recommend(body: RecommendRequest, request: Request, service: ServiceDep, call: CallDep) -> Response:
-    """Order candidates by similarity to the user vector (weighted mean of the history's embeddings)."""
-    return model_response(request, await answer_recommend(service, body, call))
+RANK = Endpoint(
+    "/v1/rank",
+    RankRequest,
+    ScoredResponse,
+    answer_rank,
+    "Order candidate products by relevance to a search query (bi-encoder cosine, or a cross-encoder).",
+)
+RECOMMEND = Endpoint(
+    "/v1/recommend",
+    RecommendRequest,
+    ScoredResponse,
+    answer_recommend,
+    "Order candidates by similarity to the user vector (weighted mean of the history's embeddings).",
+)

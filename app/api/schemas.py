@@ -223,7 +223,9 @@ _ERROR_DESCRIPTIONS = {
     403: "Model reload is off: the server has no INFERENCE_ADMIN_TOKEN.",
     408: "The request body did not arrive within INFERENCE_BODY_TIMEOUT_S.",
     404: "Unknown model, or a version that is not being served.",
+    405: "A method other than POST.",
     413: "Request body larger than INFERENCE_MAX_BODY_BYTES.",
+    415: "A content type other than JSON (application/json, application/*+json, or none).",
     422: "Malformed JSON, a wrong type, a limit exceeded, an empty text or one that is not valid Unicode "
     "(a lone surrogate); the message names the field.",
     429: "The model's queue is full; retry after the Retry-After header's seconds.",
@@ -239,4 +241,4 @@ def error_responses(*codes: int) -> dict[int | str, dict[str, Any]]:
     return {code: {"model": ErrorResponse, "description": _ERROR_DESCRIPTIONS[code]} for code in codes}
 
 
-INFERENCE_ERRORS = error_responses(400, 401, 404, 408, 413, 422, 429, 499, 500, 503, 504)
+INFERENCE_ERRORS = error_responses(400, 401, 404, 405, 408, 413, 415, 422, 429, 499, 500, 503, 504)

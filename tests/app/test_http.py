@@ -4,6 +4,7 @@ through a real protocol instance and event loop (the transport records what woul
 from __future__ import annotations
 
 import asyncio
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -206,6 +207,48 @@ def test_every_launcher_starts_the_server_with_python_m_app() -> None:
     assert env == {"INFERENCE_HOST": "127.0.0.1", "INFERENCE_PORT": "8123"}
     assert "$(PY) -m app" in (REPO / "Makefile").read_text()
     assert 'CMD ["python", "-m", "app"]' in (REPO / "Dockerfile").read_text()
+
+
+def test_the_console_script_is_python_m_app() -> None:
+    import tomllib
+
+    from tests.app.server import REPO
+
+    scripts = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["scripts"]
+    assert scripts == {"storefront-inference": "app.__main__:main"}
+
+
+@pytest.mark.integration
+def test_the_design_documents_uvicorn_command_still_serves(tiny_store: Path, tmp_path: Path) -> None:
+    """DESIGN.md's `uvicorn --factory app.main:create_app` (without python -m app's options) still works."""
+    import contextlib
+    import os
+    import subprocess
+    import sys
+    import time
+
+    import httpx
+
+    from tests.app.server import REPO, free_port
+
+    port = free_port()
+    env = {**os.environ, "INFERENCE_MODEL_STORE": str(tiny_store)}
+    cmd = [sys.executable, "-m", "uvicorn", "--factory", "app.main:create_app", "--port", str(port)]
+    with (tmp_path / "uvicorn.log").open("wb") as log:
+        proc = subprocess.Popen(cmd, cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT)
+    try:
+        deadline = time.monotonic() + 60
+        status = 0
+        while time.monotonic() < deadline and status != 200 and proc.poll() is None:
+            time.sleep(0.2)
+            with contextlib.suppress(httpx.TransportError):
+                status = httpx.get(f"http://127.0.0.1:{port}/readyz", timeout=2).status_code
+        assert status == 200, (tmp_path / "uvicorn.log").read_text()
+        r = httpx.post(f"http://127.0.0.1:{port}/v1/sentiment", json={"texts": ["great"]}, timeout=10)
+        assert r.status_code == 200
+    finally:
+        proc.terminate()
+        proc.wait(30)
 
 
 def test_python_m_app_configures_uvicorn_from_the_settings() -> None:

@@ -144,8 +144,10 @@ def test_schemathesis_finds_no_server_error_and_no_schema_violation(server: Serv
         "examples,coverage,fuzzing",
         "--seed",
         "1",
+        # One worker: with two, Hypothesis describes the filter lambdas of path parameters (/v2/models/{name})
+        # with ast.parse in both threads at once, which CPython 3.11 fails with a SystemError.
         "--workers",
-        "2",
+        "1",
         "--generation-database",
         "none",
         "--header",
