@@ -6,10 +6,17 @@
 #       --build-arg EXTRA_RECIPES=review-sentiment.fp16-cuda.yaml -t storefront-inference:gpu .
 # The `shared` build context supplies ../shared/data (the labelled data the default sentiment model is
 # fine-tuned on). Versions already present in model_store/ are copied, not rebuilt.
+#
+# Without a registry (podman, as tests/ops/test_image.py builds it): a locally bootstrapped Debian base with
+# python3 as PYTHON_IMAGE, and the model store already built on the host:
+#   podman build --build-arg PYTHON_IMAGE=localhost/debian-python:bookworm \
+#       --build-arg STORE_FROM=prebuilt-store --target runtime -t localhost/storefront-inference .
 
 ARG VARIANT=cpu
 ARG PYTHON_IMAGE=python:3.11-slim-bookworm
 ARG CUDA_IMAGE=nvidia/cuda:12.8.1-cudnn-runtime-ubuntu24.04
+# `store` builds the default model store in the image; `prebuilt-store` copies model_store/ as it is.
+ARG STORE_FROM=store
 
 # ---------------------------------------------------------------------------------------------------
 # store: the conversion toolchain (torch, transformers, optimum-onnx) builds the default model store.
@@ -39,6 +46,14 @@ RUN --mount=type=bind,from=shared,source=data,target=/build/shared/data \
          python -m conversion.cli build --recipe "model_store/recipes/${recipe}" --store model_store; \
        done
 
+# prebuilt-store: model_store/ of the build context as it is (built on the host by `make store`).
+FROM scratch AS prebuilt-store
+COPY model_store/ /build/main/model_store/
+
+# DL3006: ${STORE_FROM} is one of the two stages above.
+# hadolint ignore=DL3006
+FROM ${STORE_FROM} AS chosen-store
+
 # ---------------------------------------------------------------------------------------------------
 # Runtime bases: the same layout on both, so the final stage does not care which one it got.
 FROM ${PYTHON_IMAGE} AS base-cpu
@@ -60,6 +75,8 @@ RUN apt-get update \
 # hadolint ignore=DL3006
 FROM base-${VARIANT} AS runtime
 ARG VARIANT
+# A CA bundle for pip inside the build, where the host's is mounted elsewhere (podman; see the test).
+ARG PIP_CERT=""
 ENV PATH=/opt/venv/bin:$PATH \
     PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1 \
     PYTHONDONTWRITEBYTECODE=1 PYTHONUNBUFFERED=1 \
@@ -70,13 +87,14 @@ COPY pyproject.toml README.md ./
 COPY app/ app/
 COPY conversion/ conversion/
 # The GPU variant swaps the CPU onnxruntime wheel for onnxruntime-gpu (both provide `onnxruntime`).
-RUN pip install . \
+RUN if [ -z "${PIP_CERT}" ]; then unset PIP_CERT; fi \
+    && pip install . \
     && if [ "${VARIANT}" = "gpu" ]; then \
          pip uninstall -y onnxruntime && pip install "onnxruntime-gpu==1.31.*"; \
        fi \
     && rm -rf /tmp/src
 WORKDIR /srv
-COPY --from=store /build/main/model_store/ /models/
+COPY --from=chosen-store /build/main/model_store/ /models/
 RUN useradd --system --uid 10001 --no-create-home --shell /usr/sbin/nologin inference
 USER 10001:10001
 EXPOSE 8000

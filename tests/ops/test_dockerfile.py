@@ -79,7 +79,11 @@ def test_runtime_stage_is_lean_non_root_and_signal_safe() -> None:
     assert "torch" not in runs
     assert "[convert]" not in runs
     # The model store comes from the build stage.
-    assert any(i == "COPY" and args.startswith("--from=store") for i, args in runtime)
+    assert any(i == "COPY" and args.startswith("--from=chosen-store") for i, args in runtime)
+    # chosen-store is `store` (built in the image) unless STORE_FROM=prebuilt-store (model_store/ as is)
+    assert {"store", "prebuilt-store", "chosen-store"} <= _stages().keys()
+    assert ("FROM", "${STORE_FROM} AS chosen-store") in _instructions()
+    assert ("ARG", "STORE_FROM=store") in _instructions()
 
     users = [args for instruction, args in runtime if instruction == "USER"]
     assert users
