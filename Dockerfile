@@ -21,10 +21,18 @@ ARG STORE_FROM=store
 # ---------------------------------------------------------------------------------------------------
 # store: the conversion toolchain (torch, transformers, optimum-onnx) builds the default model store.
 # Nothing from this stage but model_store/ reaches the runtime image.
-FROM ${PYTHON_IMAGE} AS store
+# store-deps is its install step alone (tests/ops/test_image.py builds it without the data).
+FROM ${PYTHON_IMAGE} AS store-deps
 ARG TORCH_INDEX_URL=https://download.pytorch.org/whl/cpu
-ENV PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1 \
+# A folder holding the torch 2.13.0 CPU wheel, used instead of TORCH_INDEX_URL when set (a machine whose
+# only reachable index is PyPI, which has the CUDA build alone); and a CA bundle for pip, as below.
+ARG TORCH_WHEELS=""
+ARG PIP_CERT=""
+# A virtual environment, as in the runtime stage: a Debian base has no pip of its own (and refuses to let
+# pip write into its Python).
+ENV PATH=/opt/venv/bin:$PATH PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1 \
     HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 PYTHONDONTWRITEBYTECODE=1
+RUN python -m venv /opt/venv
 WORKDIR /build/main
 COPY pyproject.toml README.md ./
 COPY app/ app/
@@ -32,9 +40,15 @@ COPY conversion/ conversion/
 # The CPU wheel of torch: the default index would pull a multi-GB CUDA build into a throw-away stage.
 # DL3013: the project itself is installed from its source tree; its dependencies are pinned in pyproject.
 # hadolint ignore=DL3013
-RUN pip install torch==2.13.0 --index-url "${TORCH_INDEX_URL}" \
+RUN if [ -z "${PIP_CERT}" ]; then unset PIP_CERT; fi \
+    && if [ -n "${TORCH_WHEELS}" ]; then \
+         pip install --no-index --find-links "${TORCH_WHEELS}" --no-deps torch==2.13.0 \
+         && pip install torch==2.13.0; \
+       else pip install torch==2.13.0 --index-url "${TORCH_INDEX_URL}"; fi \
     && pip install ".[convert]" \
     && pip install --no-deps recbole==1.2.1
+
+FROM store-deps AS store
 COPY model_store/ model_store/
 # Recipes (file names in model_store/recipes/) built after the defaults, each as the next version of its
 # model: the GPU image adds the fp16 sentiment model, which k8s/overlays/gpu pins.

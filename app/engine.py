@@ -166,6 +166,7 @@ class ModelEngine:
         self._m_tokens = metrics.batch_tokens.labels(**labels)
         self._m_padding = metrics.padding_ratio.labels(**labels)
         self._m_depth = metrics.queue_depth.labels(model=name)
+        metrics.queue_capacity.labels(model=name).set(config.queue_capacity)
 
     # --- lifecycle ----------------------------------------------------------------------------------
     def start(self) -> None:

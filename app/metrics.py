@@ -91,6 +91,12 @@ class Metrics:
         self.queue_depth = Gauge(
             "inference_queue_depth", "Texts waiting in a model's queue.", ["model"], registry=r
         )
+        self.queue_capacity = Gauge(
+            "inference_queue_capacity",
+            "Texts a model's queue holds before new requests get 429 (INFERENCE_QUEUE_CAPACITY).",
+            ["model"],
+            registry=r,
+        )
         self.in_flight = Gauge(
             "inference_in_flight_requests", "Requests being handled, by endpoint.", ["endpoint"], registry=r
         )

@@ -4,7 +4,9 @@ promises the rolling-restart test relies on (grace period, surge-only rollouts, 
 from __future__ import annotations
 
 import copy
+import os
 import subprocess
+from pathlib import Path
 from typing import Any
 
 import kubernetes_validate
@@ -204,3 +206,130 @@ def test_gpu_overlay_pins_an_fp16_recipe() -> None:
         "CUDAExecutionProvider",
     )
     assert "review-sentiment.fp16-cuda.yaml" in (REPO / "Dockerfile").read_text()
+
+
+# --- optional pieces: the ServiceMonitor component and the queue-depth autoscaling example ----------
+
+COMPONENTS = REPO / "k8s" / "components"
+SERVICE_MONITOR = COMPONENTS / "servicemonitor"
+QUEUE_DEPTH_EXAMPLE = REPO / "k8s" / "examples" / "queue-depth-hpa"
+# Fields of a ServiceMonitor spec and of one of its endpoints that this component may use (a subset of
+# the Prometheus Operator's monitoring.coreos.com/v1 CRD, which kubernetes-validate has no schema for).
+_SERVICE_MONITOR_SPEC_FIELDS = {"selector", "endpoints", "namespaceSelector", "jobLabel", "targetLabels"}
+_SERVICE_MONITOR_ENDPOINT_FIELDS = {
+    "port",
+    "path",
+    "scheme",
+    "interval",
+    "scrapeTimeout",
+    "honorLabels",
+    "relabelings",
+    "metricRelabelings",
+}
+
+
+def render_with_components(overlay: str, tmp_path: Path, *components: str) -> list[Manifest]:
+    """An overlay plus opt-in components, the way a user's own kustomization would combine them
+    (kustomize wants relative paths)."""
+
+    def rel(path: Path) -> str:
+        return os.path.relpath(path, tmp_path)
+
+    kustomization = {
+        "apiVersion": "kustomize.config.k8s.io/v1beta1",
+        "kind": "Kustomization",
+        "resources": [rel(REPO / "k8s" / "overlays" / overlay)],
+        "components": [rel(COMPONENTS / name) for name in components],
+    }
+    (tmp_path / "kustomization.yaml").write_text(yaml.safe_dump(kustomization))
+    result = subprocess.run(
+        [require_tool("kubectl"), "kustomize", str(tmp_path)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr
+    return [doc for doc in yaml.safe_load_all(result.stdout) if doc]
+
+
+def test_servicemonitor_is_an_opt_in_component() -> None:
+    kustomization = yaml.safe_load((SERVICE_MONITOR / "kustomization.yaml").read_text())
+    assert kustomization["kind"] == "Component"
+    assert kustomization["apiVersion"] == "kustomize.config.k8s.io/v1alpha1"
+    for name in OVERLAYS:  # no overlay pulls it in: clusters without the Operator's CRD still apply
+        overlay_kustomization = yaml.safe_load(
+            (REPO / "k8s" / "overlays" / name / "kustomization.yaml").read_text()
+        )
+        assert "components" not in overlay_kustomization
+
+
+@pytest.mark.parametrize("overlay_name", OVERLAYS)
+def test_servicemonitor_component_scrapes_the_service(overlay_name: str, tmp_path: Path) -> None:
+    manifests = render_with_components(overlay_name, tmp_path, "servicemonitor")
+    monitors = [m for m in manifests if m["kind"] == "ServiceMonitor"]
+    assert len(monitors) == 1
+    monitor = monitors[0]
+    # The rest of the overlay is unchanged.
+    others = [m for m in manifests if m["kind"] != "ServiceMonitor"]
+    assert others == render(overlay_name)
+
+    assert monitor["apiVersion"] == "monitoring.coreos.com/v1"
+    assert set(monitor) == {"apiVersion", "kind", "metadata", "spec"}
+    assert monitor["metadata"]["name"]
+    assert all(isinstance(v, str) for v in monitor["metadata"].get("labels", {}).values())
+    spec = monitor["spec"]
+    assert set(spec) <= _SERVICE_MONITOR_SPEC_FIELDS, set(spec) - _SERVICE_MONITOR_SPEC_FIELDS
+    assert {"selector", "endpoints"} <= spec.keys()
+
+    service = one(manifests, "Service")
+    selector = spec["selector"]["matchLabels"]
+    assert selector
+    assert selector.items() <= service["metadata"]["labels"].items()
+    assert set(spec["selector"]) == {"matchLabels"}
+    port_names = {port["name"] for port in service["spec"]["ports"]}
+    assert spec["endpoints"]
+    for endpoint in spec["endpoints"]:
+        unknown = set(endpoint) - _SERVICE_MONITOR_ENDPOINT_FIELDS
+        assert not unknown, unknown
+        assert endpoint["port"] in port_names  # a port *name* of the Service, not a number
+        assert endpoint["path"] == "/metrics"
+        assert endpoint.get("scheme", "http") in {"http", "https"}
+        if "interval" in endpoint and "scrapeTimeout" in endpoint:
+            assert _seconds(endpoint["scrapeTimeout"]) <= _seconds(endpoint["interval"])
+
+
+def _seconds(duration: str) -> float:
+    units = {"ms": 0.001, "s": 1, "m": 60, "h": 3600}
+    for unit in sorted(units, key=len, reverse=True):
+        if duration.endswith(unit):
+            return float(duration.removesuffix(unit)) * units[unit]
+    raise AssertionError(f"not a Prometheus duration: {duration}")
+
+
+def test_queue_depth_autoscaling_example_parses_and_validates() -> None:
+    """The optional prometheus-adapter example (k8s/README.md) stays a valid HPA and adapter config
+    for a metric the service exports."""
+    from app.metrics import Metrics
+
+    hpa = yaml.safe_load((QUEUE_DEPTH_EXAMPLE / "hpa-queue-depth.yaml").read_text())
+    config_map = yaml.safe_load((QUEUE_DEPTH_EXAMPLE / "prometheus-adapter-config.yaml").read_text())
+    for manifest in (hpa, config_map):
+        kubernetes_validate.validate(manifest, KUBERNETES_VERSIONS[-1], strict=True)
+
+    pods_metrics = [m["pods"] for m in hpa["spec"]["metrics"] if m["type"] == "Pods"]
+    assert [m["metric"]["name"] for m in pods_metrics] == ["inference_queue_depth"]
+    assert pods_metrics[0]["target"]["type"] == "AverageValue"
+
+    base_hpa = yaml.safe_load((REPO / "k8s" / "base" / "hpa.yaml").read_text())
+    assert hpa["spec"]["scaleTargetRef"] == base_hpa["spec"]["scaleTargetRef"]
+
+    rules = yaml.safe_load(config_map["data"]["config.yaml"])["rules"]
+    published = {rule["name"]["as"]: rule for rule in rules}
+    rule = published["inference_queue_depth"]
+    assert "inference_queue_depth" in rule["seriesQuery"]
+    assert rule["resources"]["overrides"]["pod"] == {"resource": "pod"}
+    assert rule["resources"]["overrides"]["namespace"] == {"resource": "namespace"}
+    for placeholder in ("<<.Series>>", "<<.LabelMatchers>>", "<<.GroupBy>>"):
+        assert placeholder in rule["metricsQuery"]
+    assert "# TYPE inference_queue_depth gauge" in Metrics().render().decode()

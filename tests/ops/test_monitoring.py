@@ -6,6 +6,8 @@ from __future__ import annotations
 import json
 import subprocess
 
+import yaml
+
 from tests.ops.metric_names import ALERTS, DASHBOARD, MONITORING, exported_series_names, referenced_names
 from tests.ops.tools import require_tool
 
@@ -40,8 +42,44 @@ def test_every_required_alert_exists() -> None:
         "InferenceQueueSaturated",
         "InferenceShedding",
         "InferenceModelLoadFailed",
+        "InferenceQueueCapacityMissing",
+        "InferenceAvailabilityBudgetBurnFast",
+        "InferenceAvailabilityBudgetBurnSlow",
+        "InferenceLatencyBudgetBurnFast",
+        "InferenceLatencyBudgetBurnSlow",
     ):
         assert f"alert: {alert}" in text
+
+
+def _alert_names() -> set[str]:
+    groups = yaml.safe_load(ALERTS.read_text())["groups"]
+    return {rule["alert"] for group in groups for rule in group["rules"] if "alert" in rule}
+
+
+def test_every_alert_has_a_test_that_fires_and_one_that_stays_quiet() -> None:
+    tests = yaml.safe_load((MONITORING / "alerts_test.yml").read_text())["tests"]
+    cases = [case for test in tests for case in test.get("alert_rule_test", [])]
+    fires = {case["alertname"] for case in cases if case.get("exp_alerts")}
+    quiet = {case["alertname"] for case in cases if not case.get("exp_alerts")}
+    names = _alert_names()
+    assert names - fires == set(), "alerts no test sees firing"
+    assert names - quiet == set(), "alerts no test sees quiet"
+    assert (fires | quiet) <= names, "tests of alerts that do not exist"
+
+
+def test_queue_saturation_uses_the_exported_capacity() -> None:
+    """No hard-coded queue size in the rules: the pod exports its INFERENCE_QUEUE_CAPACITY."""
+    groups = yaml.safe_load(ALERTS.read_text())["groups"]
+    rule = next(r for g in groups for r in g["rules"] if r.get("alert") == "InferenceQueueSaturated")
+    assert "inference_queue_capacity" in rule["expr"]
+
+
+def test_server_error_rules_leave_out_shedding_and_draining() -> None:
+    """429 (shed) and 503 (draining, not ready) never count as server errors."""
+    groups = yaml.safe_load(ALERTS.read_text())["groups"]
+    for rule in (r for g in groups for r in g["rules"]):
+        if "error" in rule.get("record", "") and 'status=~"5.."' in rule["expr"]:
+            assert 'status!="503"' in rule["expr"], rule["record"]
 
 
 def test_dashboard_is_well_formed() -> None:
