@@ -109,7 +109,9 @@ def test_rolling_restart_fails_no_request(tiny_store: Path, tmp_path: Path) -> N
             old_b.terminate()
             assert_drained(old_b)
 
-            wait_for_requests(nginx, seen + 30)  # the new pair carries the load alone
+            # The new pair carries the load alone. 40 more, not 30: locust's own count (asserted > 100 below)
+            # trails nginx's log by the requests in flight when locust stops (98 against nginx's 101 once).
+            wait_for_requests(nginx, seen + 40)
             access_log = nginx.access_log()
     finally:
         for server in servers:
