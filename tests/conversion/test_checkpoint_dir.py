@@ -1,7 +1,6 @@
 """Training checkpoints are complete (with a COMPLETE.json marker) or absent; unfinished ones are redone."""
 
 import json
-import os
 from collections.abc import Callable
 from pathlib import Path
 
@@ -18,6 +17,7 @@ from conversion.checkpoint_dir import (
 )
 from conversion.errors import CheckpointError
 from conversion.hashing import sha256_file
+from tests.conversion.durability import inode, record_fsyncs_and_renames
 
 
 def _save_weights(content: bytes) -> Callable[[Path], None]:
@@ -126,33 +126,15 @@ def test_inputs_are_described_by_path_and_hash(tmp_path: Path) -> None:
     assert len(describe_input(tmp_path)["sha256"]) == 64
 
 
-def _inode(path: Path) -> tuple[int, int]:
-    stat = path.stat()
-    return stat.st_dev, stat.st_ino
-
-
 def test_the_checkpoint_is_fsynced_before_the_rename_and_its_parent_after(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    events: list[tuple[str, tuple[int, int]]] = []
-    real_fsync, real_rename = os.fsync, os.rename
-
-    def fsync(fd: int) -> None:
-        stat = os.fstat(fd)
-        events.append(("fsync", (stat.st_dev, stat.st_ino)))
-        real_fsync(fd)
-
-    def rename(src: str | Path, dst: str | Path) -> None:
-        real_rename(src, dst)
-        events.append(("rename", _inode(Path(dst))))
-
-    monkeypatch.setattr(os, "fsync", fsync)
-    monkeypatch.setattr(os, "rename", rename)
+    events = record_fsyncs_and_renames(monkeypatch)
     out = write_checkpoint(tmp_path / "ckpt", {}, _save_weights(b"weights"))
 
-    renamed = events.index(("rename", _inode(out)))
+    renamed = events.index(("rename", inode(out)))
     before, after = {e[1] for e in events[:renamed]}, {e[1] for e in events[renamed + 1 :]}
     for name in ("config.json", "model.safetensors", MARKER):
-        assert _inode(out / name) in before, name
-    assert events[renamed - 1] == ("fsync", _inode(out))
-    assert _inode(tmp_path) in after
+        assert inode(out / name) in before, name
+    assert events[renamed - 1] == ("fsync", inode(out))
+    assert inode(tmp_path) in after

@@ -1,5 +1,4 @@
 import json
-import os
 from pathlib import Path
 
 import pytest
@@ -8,6 +7,7 @@ from conversion.errors import StoreError
 from conversion.hashing import sha256_file
 from conversion.publish import next_version, publish_version
 from conversion.store import list_store, read_manifest, verify_files, version_dir
+from tests.conversion.durability import inode, record_fsyncs_and_renames
 
 
 def _files(tmp_path: Path) -> dict[str, Path]:
@@ -69,38 +69,20 @@ def test_tampered_files_are_detected(tmp_path: Path) -> None:
     assert json.loads((path / "manifest.json").read_text())["name"] == "m"
 
 
-def _inode(path: Path) -> tuple[int, int]:
-    stat = path.stat()
-    return stat.st_dev, stat.st_ino
-
-
 def test_files_and_folders_are_fsynced_around_the_rename(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Files, manifest and the temporary folder before the rename, the model folder after it."""
-    events: list[tuple[str, tuple[int, int]]] = []
-    real_fsync, real_rename = os.fsync, os.rename
-
-    def fsync(fd: int) -> None:
-        stat = os.fstat(fd)
-        events.append(("fsync", (stat.st_dev, stat.st_ino)))
-        real_fsync(fd)
-
-    def rename(src: str | Path, dst: str | Path) -> None:
-        real_rename(src, dst)
-        events.append(("rename", _inode(Path(dst))))
-
-    monkeypatch.setattr(os, "fsync", fsync)
-    monkeypatch.setattr(os, "rename", rename)
+    events = record_fsyncs_and_renames(monkeypatch)
     path = publish_version(tmp_path / "store", "m", _files(tmp_path), {"name": "m"})
 
-    renamed = events.index(("rename", _inode(path)))  # a rename keeps the inodes of the folder and files
+    renamed = events.index(("rename", inode(path)))  # a rename keeps the inodes of the folder and files
     before, after = {e[1] for e in events[:renamed]}, {e[1] for e in events[renamed + 1 :]}
     for name in ("model.onnx", "tokenizer.json", "manifest.json"):
-        assert _inode(path / name) in before, name
-    assert _inode(path) in before
-    assert _inode(path.parent) in after
-    assert events[renamed - 1] == ("fsync", _inode(path))  # the folder's entries, once all files are in
+        assert inode(path / name) in before, name
+    assert inode(path) in before
+    assert inode(path.parent) in after
+    assert events[renamed - 1] == ("fsync", inode(path))  # the folder's entries, once all files are in
 
 
 def test_published_folder_names_follow_the_services_version_rule(tmp_path: Path) -> None:
