@@ -23,9 +23,13 @@ Manifest = dict[str, Any]
 
 
 def render(overlay: str) -> list[Manifest]:
-    kubectl = require_tool("kubectl")
+    return kustomize(REPO / "k8s" / "overlays" / overlay)
+
+
+def kustomize(folder: Path) -> list[Manifest]:
+    """The manifests `kubectl kustomize` renders from a kustomization folder."""
     result = subprocess.run(
-        [kubectl, "kustomize", str(REPO / "k8s" / "overlays" / overlay)],
+        [require_tool("kubectl"), "kustomize", str(folder)],
         capture_output=True,
         text=True,
         timeout=60,
@@ -242,15 +246,7 @@ def render_with_components(overlay: str, tmp_path: Path, *components: str) -> li
         "components": [rel(COMPONENTS / name) for name in components],
     }
     (tmp_path / "kustomization.yaml").write_text(yaml.safe_dump(kustomization))
-    result = subprocess.run(
-        [require_tool("kubectl"), "kustomize", str(tmp_path)],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
-    assert result.returncode == 0, result.stderr
-    return [doc for doc in yaml.safe_load_all(result.stdout) if doc]
+    return kustomize(tmp_path)
 
 
 def test_servicemonitor_is_an_opt_in_component() -> None:
