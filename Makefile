@@ -37,6 +37,7 @@ test: store
 # int8), then the serving comparison against the PyTorch baseline and the model-level roofline.
 bench: store
 	$(PY) -m bench.prepare_store
+	-$(PY) -m bench.student
 	$(PY) -m bench.serving
 	$(PY) -m bench.model
 

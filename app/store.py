@@ -54,6 +54,7 @@ class Manifest(BaseModel):
     size_bytes: int | None = None
     validation: dict[str, Any] | None = None
     benchmark: dict[str, Any] | None = None
+    versus_teacher: dict[str, Any] | None = None
 
 
 @dataclass(frozen=True)

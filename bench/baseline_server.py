@@ -2,10 +2,10 @@
 
 PyTorch fp32, the model called inside an `async def` handler (so requests run one at a time), no batching
 across requests, no ONNX. Same endpoints and response shapes as the service, same source checkpoints as
-its artifacts: the fine-tuned sentiment checkpoint, and the packaged all-MiniLM-L6-v2 with mean pooling
+its artifacts: the fp32 sentiment teacher, and the packaged all-MiniLM-L6-v2 with mean pooling
 for rank and recommend.
 
-`BENCH_SENTIMENT_CHECKPOINT=checkpoints/review-sentiment-finetuned \
+`BENCH_SENTIMENT_CHECKPOINT=checkpoints/review-sentiment-teacher \
     .venv/bin/uvicorn --factory bench.baseline_server:create_app --port 8001`
 """
 
@@ -52,7 +52,7 @@ def create_app(sentiment_checkpoint: Path | None = None, embedder_checkpoint: Pa
     from bench.paths import minilm_path
 
     sentiment_dir = sentiment_checkpoint or Path(
-        os.environ.get("BENCH_SENTIMENT_CHECKPOINT", "checkpoints/review-sentiment-finetuned")
+        os.environ.get("BENCH_SENTIMENT_CHECKPOINT", "checkpoints/review-sentiment-teacher")
     )
     embedder_dir = embedder_checkpoint or Path(
         os.environ.get("BENCH_EMBEDDER_CHECKPOINT", "") or minilm_path()

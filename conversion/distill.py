@@ -20,12 +20,12 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 from torch import nn
 from tqdm.auto import tqdm
 
 from conversion.data import DataError
-from conversion.data.sentiment import VALIDATION_SETS
+from conversion.data.sentiment import TrainingMix, refuse_validation_set
 from conversion.finetune import length_grouped_batches
 from conversion.kinds import ModelKind
 
@@ -34,8 +34,9 @@ class DistillConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     train_tsv: Path | None = Field(
-        None, description="texts to distil on (`text<TAB>label`); None: sst2_train.tsv of the shared data"
+        None, description="texts to distil on (`text<TAB>label`); None: `mix`, else sst2_train.tsv"
     )
+    mix: TrainingMix | None = Field(None, description="a sentiment training mix to distil on")
     max_texts: int = Field(8000, ge=1)
     epochs: int = Field(1, ge=1)
     batch_size: int = Field(32, ge=1)
@@ -50,13 +51,19 @@ class DistillConfig(BaseModel):
     seed: int = 0
     threads: int = Field(2, ge=1)
 
-    def training_file(self) -> Path:
+    @model_validator(mode="after")
+    def _one_source(self) -> DistillConfig:
+        if self.train_tsv is not None and self.mix is not None:
+            raise ValueError("give train_tsv or mix, not both")
+        return self
+
+    def training_data(self) -> Path | TrainingMix:
+        """The TSV or the mix to distil on; refuses validation sets."""
         from conversion.data import data_root
 
-        path = self.train_tsv or data_root() / "sentiment" / "sst2_train.tsv"
-        if path.stem in VALIDATION_SETS:
-            raise DataError(f"{path}: {path.stem} is a validation set; never train or distil on it")
-        return path
+        if self.mix is not None:
+            return self.mix
+        return refuse_validation_set(self.train_tsv or data_root() / "sentiment" / "sst2_train.tsv")
 
 
 def model_output(model: nn.Module, batch: dict[str, torch.Tensor], kind: ModelKind) -> torch.Tensor:
@@ -275,9 +282,9 @@ def every_other_layer(num_layers: int) -> list[int]:
 
 
 def load_training_texts(cfg: DistillConfig) -> tuple[list[str], list[int]]:
-    from conversion.finetune import DEFAULT_LABELS, read_labelled_tsv
+    from conversion.finetune import DEFAULT_LABELS, read_training_data
 
-    data = read_labelled_tsv(cfg.training_file(), DEFAULT_LABELS)
+    data, _ = read_training_data(cfg.training_data(), DEFAULT_LABELS)
     order = list(range(len(data.texts)))
     random.Random(cfg.seed).shuffle(order)
     order = order[: cfg.max_texts]
@@ -315,9 +322,10 @@ def distill_checkpoint(
 
     from conversion.checkpoint import check_checkpoint_dir
     from conversion.checkpoint_dir import check_replaceable, describe_input, save_trained_checkpoint
+    from conversion.finetune import describe_training_data
     from conversion.prune import count_parameters, drop_layers, encoder_layers
 
-    cfg.training_file()  # refuses validation sets before anything is loaded
+    cfg.training_data()  # refuses validation sets before anything is loaded
     check_checkpoint_dir(teacher_dir)
     check_replaceable(out_dir)
     torch.set_num_threads(cfg.threads)
@@ -345,7 +353,7 @@ def distill_checkpoint(
         "kind": kind,
         "student_layers": keep,
         "teacher": describe_input(teacher_dir),
-        "data": describe_input(cfg.training_file()),
+        "data": describe_training_data(cfg.training_data()),
     }
     save_trained_checkpoint(out_dir, student, tokenizer, trained)
     report_teacher_vs_student(teacher, student, tokenizer, kind, cfg.max_length)

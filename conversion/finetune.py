@@ -17,7 +17,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from tqdm.auto import tqdm
 
 from conversion.data import DataError
-from conversion.data.sentiment import VALIDATION_SETS
+from conversion.data.sentiment import LABEL_NAMES, TrainingMix, load_training_mix, refuse_validation_set
 
 DEFAULT_LABELS = ["negative", "positive"]
 
@@ -158,14 +158,38 @@ def freeze_lower_layers(model: torch.nn.Module, n: int) -> None:
             p.requires_grad_(False)
 
 
+def read_training_data(training: Path | TrainingMix, labels: Sequence[str]) -> tuple[LabelledTexts, str]:
+    """The texts and labels of a `text<TAB>label` TSV or of a sentiment training mix, and a name for them."""
+    if isinstance(training, TrainingMix):
+        if list(labels) != list(LABEL_NAMES):
+            raise DataError(
+                f"a sentiment training mix has the labels {list(LABEL_NAMES)}, not {list(labels)}"
+            )
+        mixed = load_training_mix(training)
+        return LabelledTexts(mixed.texts, mixed.labels), training.describe()
+    return read_labelled_tsv(refuse_validation_set(training), labels), training.name
+
+
+def describe_training_data(training: Path | TrainingMix) -> dict[str, Any]:
+    """What a checkpoint's marker records of its training data: the mix and each file's path and sha256."""
+    from conversion.checkpoint_dir import describe_input
+    from conversion.data import data_root
+
+    if isinstance(training, TrainingMix):
+        files = {name: describe_input(data_root() / "sentiment" / name) for name in training.files()}
+        return {"mix": training.model_dump(mode="json"), "files": files}
+    return describe_input(training)
+
+
 def finetune(
     base_dir: Path,
-    train_tsv: Path,
+    training: Path | TrainingMix,
     out_dir: Path,
     cfg: FinetuneConfig,
     labels: list[str] | None = None,
 ) -> Path:
-    """Fine-tunes a sequence classifier from `base_dir` on `train_tsv`; writes an HF checkpoint to `out_dir`.
+    """Fine-tunes a sequence classifier from `base_dir` on `training` (a TSV or a sentiment training mix);
+    writes an HF checkpoint to `out_dir`.
 
     `labels` (default negative/positive) are the class names in logit order; the TSV's label column holds
     a class index or a class name.
@@ -182,8 +206,8 @@ def finetune(
     from conversion.checkpoint import check_checkpoint_dir
     from conversion.checkpoint_dir import check_replaceable, describe_input, save_trained_checkpoint
 
-    if train_tsv.stem in VALIDATION_SETS:
-        raise DataError(f"{train_tsv}: {train_tsv.stem} is a validation set; never train on it")
+    if isinstance(training, Path):
+        refuse_validation_set(training)
     check_checkpoint_dir(base_dir)  # no pickles, no remote code, complete safetensors
     check_replaceable(out_dir)
     if len(set(labels)) != len(labels) or len(labels) < 2:
@@ -192,13 +216,13 @@ def finetune(
     torch.manual_seed(cfg.seed)
     rng = random.Random(cfg.seed)
 
-    data = read_labelled_tsv(train_tsv, labels)
+    data, data_name = read_training_data(training, labels)
     order = list(range(len(data.texts)))
     rng.shuffle(order)
     held = order[: cfg.heldout_texts]
     train = order[cfg.heldout_texts : cfg.heldout_texts + cfg.max_train_texts]
     if not train:
-        raise DataError(f"{train_tsv}: no rows left for training after holding out {cfg.heldout_texts}")
+        raise DataError(f"{data_name}: no rows left for training after holding out {cfg.heldout_texts}")
 
     tokenizer = AutoTokenizer.from_pretrained(base_dir)  # type: ignore[no-untyped-call]
     model = AutoModelForSequenceClassification.from_pretrained(
@@ -233,7 +257,7 @@ def finetune(
     )
 
     print(
-        f"fine-tuning {base_dir.name} on {len(train_texts)} texts from {train_tsv.name} "
+        f"fine-tuning {base_dir.name} on {len(train_texts)} texts of {data_name} "
         f"({cfg.epochs} epoch(s), batch {cfg.batch_size}, lr {cfg.lr}, max_length {cfg.max_length}, "
         f"{cfg.freeze_lower_layers} lower layer(s) frozen)"
     )
@@ -259,7 +283,7 @@ def finetune(
         held_data = LabelledTexts([data.texts[i] for i in held], [data.labels[i] for i in held])
         acc, f1 = evaluate_classifier(model, tokenizer, held_data, cfg.max_length, len(labels))
         print(
-            f"held-out check, {len(held)} texts of {train_tsv.name} not trained on: "
+            f"held-out check, {len(held)} texts of {data_name} not trained on: "
             f"accuracy {acc:.4f}, macro-F1 {f1:.4f}"
         )
     print(f"training took {elapsed:.0f} s")
@@ -269,6 +293,6 @@ def finetune(
         "settings": cfg.model_dump(mode="json"),
         "labels": labels,
         "base": describe_input(base_dir),
-        "data": describe_input(train_tsv),
+        "data": describe_training_data(training),
     }
     return save_trained_checkpoint(out_dir, model, tokenizer, trained)

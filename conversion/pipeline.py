@@ -111,6 +111,38 @@ def serving_tokenizer(tokenizer_json: str, max_length: int) -> str:
     return text
 
 
+HEADLINE_METRIC = {
+    "sequence-classification": "accuracy",
+    "bi-encoder": "ndcg@10_vs_source",
+    "cross-encoder": "ndcg@10_vs_source",
+}
+SPEEDUP_POINTS = ((1, 64), (8, 64))
+
+
+def versus_teacher(recipe: Recipe, validation: dict[str, Any], benchmark: dict[str, Any]) -> dict[str, Any]:
+    """The headline of the manifest: the artifact against its fp32 source (the teacher) on the kind's
+    headline metric (every gate set, and the worst), and its speed against the PyTorch source at batch 1
+    and 8 of 64 tokens (when the benchmark measured them)."""
+    name = HEADLINE_METRIC[recipe.kind]
+    rows = [m for m in validation.get("metrics", []) if m["metric"] == name]
+    deltas = {m["dataset"]: round(m["delta"], 4) for m in rows}
+    worst = min(rows, key=lambda m: m["delta"]) if rows else None
+    speedup = {
+        f"batch{r['batch_size']}_seq{r['sequence_length']}": r["speedup_vs_source"]
+        for r in benchmark.get("results", [])
+        if (r["batch_size"], r["sequence_length"]) in SPEEDUP_POINTS and "speedup_vs_source" in r
+    }
+    return {
+        "teacher": recipe.source,
+        "metric": name,
+        "worst_dataset": worst["dataset"] if worst else None,
+        "worst_delta": round(worst["delta"], 4) if worst else None,
+        "deltas": deltas,
+        "speedup": speedup or None,
+        "speedup_baseline": benchmark.get("source_runtime"),
+    }
+
+
 def _file_mb(path: Path) -> float:
     return path.stat().st_size / 1e6
 
@@ -282,6 +314,7 @@ def prepare(
         "optimization": optimization,
         "validation": validation,
         "benchmark": benchmark,
+        "versus_teacher": versus_teacher(recipe, validation, benchmark),
         "size_bytes": artifact.stat().st_size,
         "fp32_size_bytes": fp32_path.stat().st_size,
         "build_seconds": {k: round(v, 2) for k, v in timings.items()},

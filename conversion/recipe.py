@@ -9,6 +9,7 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from conversion.data.sentiment import VALIDATION_SETS, ValidationSet
 from conversion.distill import DistillConfig
 from conversion.errors import RecipeError
 from conversion.factorize import FactorizeConfig
@@ -44,15 +45,19 @@ class QuantizeConfig(_Strict):
         return {"none": "fp32", "dynamic": "int8", "static": "int8", "fp16": "fp16"}[self.method]  # type: ignore[return-value]
 
 
-SentimentDataset = Literal["sst2_validation", "uci_amazon", "uci_yelp"]
-
-
 class SentimentValidation(_Strict):
-    datasets: list[SentimentDataset] = ["sst2_validation", "uci_amazon", "uci_yelp"]
+    datasets: list[ValidationSet] = list(VALIDATION_SETS)  # type: ignore[arg-type]
     max_examples: int | None = Field(default=None, ge=1, description="per dataset; None: all rows")
     accuracy_drop_budget: float = Field(default=1.0, ge=0, description="percentage points")
     f1_drop_budget: float | None = Field(
         default=None, ge=0, description="macro-F1 points; None: reported only"
+    )
+    min_balanced_accuracy: float | None = Field(
+        default=70.0,
+        ge=0,
+        le=100,
+        description="floor (percent) on the artifact's balanced accuracy on every set, whatever the source "
+        "scores: a model that predicts one class scores 50; None: reported only",
     )
 
 

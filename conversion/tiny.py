@@ -249,7 +249,7 @@ def tiny_recipe_data(kind: ModelKind, source: Path, name: str | None = None) -> 
         "quantize": {"method": "dynamic", "per_channel": True},
         "validation": {
             "batch_size": 32,
-            "sentiment": {"max_examples": 48, "accuracy_drop_budget": 100.0},
+            "sentiment": {"max_examples": 48, "accuracy_drop_budget": 100.0, "min_balanced_accuracy": None},
             "ranking": {"queries": 16, "pool_reviews": 16, "ndcg_budget": 0.0},
             "recommendation": {"enabled": False},
             "cross_encoder": {"queries": 8, "candidates": 5, "ndcg_budget": 0.0},

@@ -61,7 +61,7 @@ class ValidationReport:
 
 
 def format_table(report: ValidationReport) -> str:
-    lines = [f"{'dataset':<18} {'metric':<18} {'source':>9} {'artifact':>9} {'delta':>9} {'budget':>12}  ok"]
+    lines = [f"{'dataset':<29} {'metric':<18} {'source':>9} {'artifact':>9} {'delta':>9} {'budget':>12}  ok"]
     for m in report.metrics:
         budget = (
             "-"
@@ -70,8 +70,12 @@ def format_table(report: ValidationReport) -> str:
         )
         numbers = f"{m.source:>9.4f} {m.artifact:>9.4f} {m.delta:>+9.4f}"
         lines.append(
-            f"{m.dataset:<18} {m.metric:<18} {numbers} {budget:>12}  " + ("yes" if m.passed else "NO")
+            f"{m.dataset:<29} {m.metric:<18} {numbers} {budget:>12}  " + ("yes" if m.passed else "NO")
         )
+    balance = report.extra.get("class_balance")
+    if balance:
+        counts = "; ".join(f"{name} " + "/".join(str(n) for n in c.values()) for name, c in balance.items())
+        lines.append(f"class balance ({'/'.join(next(iter(balance.values())))}): {counts}")
     return "\n".join(lines)
 
 
@@ -94,15 +98,24 @@ class _Pair:
         return src, art
 
 
-def accuracy_and_f1(pred: np.ndarray, gold: np.ndarray, classes: int) -> tuple[float, float]:
-    accuracy = float((pred == gold).mean())
-    f1s = []
-    for c in range(classes):
-        tp = float(((pred == c) & (gold == c)).sum())
-        fp = float(((pred == c) & (gold != c)).sum())
-        fn = float(((pred != c) & (gold == c)).sum())
-        f1s.append(0.0 if tp == 0 else 2 * tp / (2 * tp + fp + fn))
-    return accuracy, float(np.mean(f1s))
+@dataclass(frozen=True)
+class ClassificationScores:
+    accuracy: float
+    macro_f1: float
+    balanced_accuracy: float
+
+
+def classification_scores(pred: np.ndarray, gold: np.ndarray, classes: int) -> ClassificationScores:
+    """Accuracy, macro-F1 and balanced accuracy (mean per-class recall over the classes present), in
+    [0, 1], from scikit-learn."""
+    from sklearn.metrics import accuracy_score, balanced_accuracy_score, f1_score
+
+    labels = list(range(classes))
+    return ClassificationScores(
+        float(accuracy_score(gold, pred)),
+        float(f1_score(gold, pred, labels=labels, average="macro", zero_division=0)),
+        float(balanced_accuracy_score(gold, pred)),
+    )
 
 
 def ndcg_agreement(reference: np.ndarray, candidate: np.ndarray, k: int = K) -> float:
@@ -135,20 +148,34 @@ def validate_sentiment(pair: _Pair, recipe: Recipe) -> ValidationReport:
         raise ConversionError(f"sentiment validation needs labels {LABEL_NAMES}; the model has {labels}")
     to_model = np.array([labels.index(name) for name in LABEL_NAMES])
     metrics: list[Metric] = []
+    balance: dict[str, dict[str, int]] = {}
+    f1_kind: BudgetKind = "none" if cfg.f1_drop_budget is None else "max_drop"
+    floor_kind: BudgetKind = "none" if cfg.min_balanced_accuracy is None else "min"
     for name in cfg.datasets:
         data = load_sentiment(name, cfg.max_examples)
+        balance[name] = dict(zip(LABEL_NAMES, data.class_counts(), strict=True))
         gold = to_model[np.array(data.labels)]
         src, art = pair.run(data.texts, name)
-        s_acc, s_f1 = accuracy_and_f1(src.argmax(axis=1), gold, len(labels))
-        a_acc, a_f1 = accuracy_and_f1(art.argmax(axis=1), gold, len(labels))
-        metrics.append(
-            metric(name, "accuracy", 100 * s_acc, 100 * a_acc, cfg.accuracy_drop_budget, "max_drop")
-        )
-        f1_kind: BudgetKind = "none" if cfg.f1_drop_budget is None else "max_drop"
-        metrics.append(metric(name, "macro_f1", 100 * s_f1, 100 * a_f1, cfg.f1_drop_budget, f1_kind))
-        agreement = float((src.argmax(axis=1) == art.argmax(axis=1)).mean())
-        metrics.append(metric(name, "label_agreement", 1.0, agreement, None, "none"))
-    return ValidationReport(metrics)
+        s = classification_scores(src.argmax(axis=1), gold, len(labels))
+        a = classification_scores(art.argmax(axis=1), gold, len(labels))
+        metrics += [
+            metric(
+                name, "accuracy", 100 * s.accuracy, 100 * a.accuracy, cfg.accuracy_drop_budget, "max_drop"
+            ),
+            metric(name, "macro_f1", 100 * s.macro_f1, 100 * a.macro_f1, cfg.f1_drop_budget, f1_kind),
+            metric(
+                name,
+                "balanced_accuracy",
+                100 * s.balanced_accuracy,
+                100 * a.balanced_accuracy,
+                cfg.min_balanced_accuracy,
+                floor_kind,
+            ),
+            metric(
+                name, "label_agreement", 1.0, float((src.argmax(1) == art.argmax(1)).mean()), None, "none"
+            ),
+        ]
+    return ValidationReport(metrics, {"class_balance": balance})
 
 
 def validate_bi_encoder(pair: _Pair, recipe: Recipe) -> ValidationReport:

@@ -17,6 +17,10 @@ router = APIRouter(prefix="/v1", tags=["models"], dependencies=[Depends(bearer_t
 
 def _entry(served: ServedModel) -> dict[str, Any]:
     m = served.manifest
+    versus = m.versus_teacher or {}
+    quality = None
+    if versus.get("worst_delta") is not None:
+        quality = {k: versus[k] for k in ("metric", "worst_dataset", "worst_delta", "deltas")}
     return {
         "name": m.name,
         "version": m.version,
@@ -30,6 +34,9 @@ def _entry(served: ServedModel) -> dict[str, Any]:
         "size_bytes": m.size_bytes,
         "created_at": m.created_at,
         "loaded_at": served.loaded_at,
+        "teacher": versus.get("teacher"),
+        "quality_delta_vs_teacher": quality,
+        "speedup_vs_teacher": versus.get("speedup"),
         "validation": m.validation,
         "benchmark": m.benchmark,
     }

@@ -167,6 +167,13 @@ class ScoredResponse(BaseModel):
     )
 
 
+class QualityDelta(BaseModel):
+    metric: str = Field(description="accuracy (classifiers, percent) or ndcg@10_vs_source (rankers)")
+    worst_dataset: str
+    worst_delta: float = Field(description="artifact minus teacher on the worst gate set")
+    deltas: dict[str, float] = Field(description="artifact minus teacher on each gate set")
+
+
 class ModelEntry(BaseModel):
     name: str
     version: str
@@ -180,6 +187,17 @@ class ModelEntry(BaseModel):
     size_bytes: int | None
     created_at: str | None
     loaded_at: str
+    teacher: str | None = Field(
+        default=None, description="The fp32 model this artifact was converted, pruned or distilled from."
+    )
+    quality_delta_vs_teacher: QualityDelta | None = Field(
+        default=None, description="The gate's headline metric against the teacher (None: not recorded)."
+    )
+    speedup_vs_teacher: dict[str, float] | None = Field(
+        default=None,
+        description="Latency of the PyTorch fp32 teacher over this artifact's, by batch size and sequence "
+        "length (`batch1_seq64`, `batch8_seq64`), one thread each, from the build's benchmark.",
+    )
     validation: dict[str, Any] | None = Field(default=None, description="The manifest's validation results.")
     benchmark: dict[str, Any] | None = Field(default=None, description="The manifest's benchmark results.")
 

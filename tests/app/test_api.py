@@ -178,6 +178,13 @@ def test_models_lists_what_is_served(client: TestClient) -> None:
     assert names["review-sentiment"]["precision"] == "int8"
     assert names["product-embedder"]["validation"] is not None
     assert body["failures"] == []
+    sentiment = names["review-sentiment"]
+    assert sentiment["teacher"].endswith("sequence-classification")  # the tiny source checkpoint
+    quality = sentiment["quality_delta_vs_teacher"]
+    assert quality["metric"] == "accuracy"
+    assert set(quality["deltas"]) == {m["dataset"] for m in sentiment["validation"]["metrics"]}
+    assert quality["worst_delta"] == min(quality["deltas"].values())
+    assert names["product-embedder"]["quality_delta_vs_teacher"]["metric"] == "ndcg@10_vs_source"
 
 
 def test_openapi_documents_every_error_response(client: TestClient) -> None:

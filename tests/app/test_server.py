@@ -413,6 +413,12 @@ def test_real_default_models(tmp_path: Path) -> None:
             },
         ).json()
         assert [r["label"] for r in sentiment["results"]] == ["positive", "negative"]
+        served = {m["name"]: m for m in c.get("/v1/models").json()["models"]}["review-sentiment"]
+        assert served["teacher"] == "checkpoints/review-sentiment-teacher"
+        deltas = served["quality_delta_vs_teacher"]["deltas"]
+        assert set(deltas) == {"sst2_validation", "uci_amazon", "uci_yelp", "amazon_multidomain_validation"}
+        assert min(deltas.values()) >= -1.0
+        assert served["speedup_vs_teacher"]["batch1_seq64"] > 1.0
         rank = c.post(
             "/v1/rank",
             json={

@@ -30,14 +30,28 @@ def test_prepare_reports_what_is_missing_without_building(tmp_path: Path) -> Non
         "review-sentiment fp32: missing (build it without --no-build)",
         f"product-embedder fp32: no recipe at {recipes / 'product-embedder.fp32.yaml'} or "
         f"{recipes / 'product-embedder.yaml'}",
-        f"review-sentiment pruned int8: no recipe at {recipes / 'review-sentiment.pruned-int8.yaml'}",
+        f"review-sentiment pruned int8: no recipe at {recipes / 'review-sentiment.yaml'}",
     ]
-    (recipes / "review-sentiment.pruned-int8.yaml").write_text("name: review-sentiment\n")
+    (recipes / "review-sentiment.yaml").write_text("name: review-sentiment\n")
     lines = prepare(src, dst, recipes, build_missing=False)
     assert lines[-1] == (
-        "review-sentiment pruned int8: no build of review-sentiment.pruned-int8.yaml "
-        "(build it without --no-build)"
+        "review-sentiment pruned int8: no build of review-sentiment.yaml (build it without --no-build)"
     )
+
+
+def test_prepare_builds_the_plain_int8_teacher_when_the_store_has_only_the_student(tmp_path: Path) -> None:
+    src, dst, recipes = tmp_path / "model_store", tmp_path / "built", tmp_path / "recipes"
+    publish(src, "review-sentiment", "1", "int8", recipe={"prune": {"drop_layers": [1, 4]}})
+    publish(dst, "review-sentiment", "1", "fp32")
+    publish(dst, "product-embedder", "1", "fp32")
+    recipes.mkdir()
+    assert prepare(src, dst, recipes, build_missing=False) == [
+        f"review-sentiment int8: no recipe at {recipes / 'review-sentiment.int8.yaml'}"
+    ]
+    (recipes / "review-sentiment.int8.yaml").write_text("name: review-sentiment\n")
+    assert prepare(src, dst, recipes, build_missing=False) == [
+        "review-sentiment int8: no build of review-sentiment.int8.yaml (build it without --no-build)"
+    ]
 
 
 def test_prepare_does_nothing_when_fp32_and_pruned_versions_exist(tmp_path: Path) -> None:
@@ -57,12 +71,11 @@ def test_prepare_rebuilds_the_pruned_variant_when_its_recipe_changed(tmp_path: P
     old = {"prune": {"heads_keep_fraction": 0.75, "drop_layers": []}, "distill": {"lr": 0.0003, "epochs": 1}}
     publish(dst, "review-sentiment", "2", "int8", recipe=old)
     recipes.mkdir()
-    recipe = recipes / "review-sentiment.pruned-int8.yaml"
+    recipe = recipes / "review-sentiment.yaml"
     recipe.write_text("name: review-sentiment\nprune:\n  heads_keep_fraction: 0.75\ndistill:\n  lr: 3.0e-4\n")
     assert prepare(src, dst, recipes, build_missing=False) == []
 
     recipe.write_text("name: review-sentiment\nprune:\n  heads_keep_fraction: 0.75\n  drop_layers: [1, 4]\n")
     assert prepare(src, dst, recipes, build_missing=False) == [
-        "review-sentiment pruned int8: no build of review-sentiment.pruned-int8.yaml "
-        "(build it without --no-build)"
+        "review-sentiment pruned int8: no build of review-sentiment.yaml (build it without --no-build)"
     ]

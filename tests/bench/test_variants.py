@@ -2,7 +2,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from bench.variants import pick_sentiment, plan_variants, read_artifacts
+from bench.variants import built_from, compression_settings, pick_sentiment, plan_variants, read_artifacts
 
 
 def publish(store: Path, name: str, version: str, precision: str, **extra: Any) -> None:
@@ -78,6 +78,17 @@ def test_prefers_the_builds_of_the_current_pruned_recipe(tmp_path: Path) -> None
     assert pick_sentiment(artifacts, recipe)["pruned-int8"].version == "2"  # type: ignore[union-attr]
     recipe.write_text("prune:\n  drop_layers: [0, 2, 4]\n")  # built by nobody: the fastest of all
     assert pick_sentiment(artifacts, recipe)["pruned-int8"].version == "1"  # type: ignore[union-attr]
+
+
+def test_a_recipe_matches_a_build_whose_manifest_adds_the_defaults_it_leaves_out(tmp_path: Path) -> None:
+    store, recipe = tmp_path / "store", tmp_path / "pruned.yaml"
+    mix = {"sets": {"sst2_train": 30000, "amazon_sandisk": 700}, "balance_classes": True, "seed": 0}
+    publish(store, "review-sentiment", "1", "int8", recipe={"prune": {}, "distill": {"mix": mix, "lr": 3e-4}})
+    recipe.write_text("distill:\n  mix:\n    sets:\n      sst2_train: 30000\n      amazon_sandisk: 700\n")
+    settings = compression_settings(recipe)
+    assert built_from(read_artifacts(store)[0], settings)
+    recipe.write_text("distill:\n  mix:\n    sets:\n      sst2_train: 20000\n")
+    assert not built_from(read_artifacts(store)[0], compression_settings(recipe))
 
 
 def test_plan_gives_each_variant_a_store_of_its_own_models(tmp_path: Path) -> None:

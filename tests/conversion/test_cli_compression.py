@@ -30,6 +30,21 @@ def test_finetune_then_distill_from_the_command_line(
     assert '"num_hidden_layers": 1' in (student / "config.json").read_text()
 
 
+def test_finetune_on_a_mix_from_the_command_line(
+    tiny_checkpoints: dict[str, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out = tmp_path / "teacher"
+    base = ["finetune", "--base", str(tiny_checkpoints["bi-encoder"]), "--out", str(out)]
+    small = ["--heldout-texts", "4", "--batch-size", "8", "--max-length", "32"]
+    assert main([*base, "--mix", "sst2_train=16", "amazon_sandisk=8", *small]) == 0
+    assert "16 sst2_train + 8 amazon_sandisk, classes balanced per set" in capsys.readouterr().out
+    assert (out / "model.safetensors").is_file()
+    assert main([*base, "--mix", "sst2_train"]) == 1
+    assert "SET=COUNT" in capsys.readouterr().err
+    assert main([*base, "--mix", "uci_amazon=10"]) == 1
+    assert "invalid TrainingMix settings" in capsys.readouterr().err
+
+
 def test_bad_settings_and_validation_sets_are_refused(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:

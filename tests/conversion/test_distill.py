@@ -8,12 +8,14 @@ from pydantic import ValidationError
 
 from conversion.checkpoint_dir import partial_dir, read_marker
 from conversion.data import DataError
+from conversion.data.sentiment import load_sentiment
 from conversion.distill import (
     DistillConfig,
     distill_checkpoint,
     every_other_layer,
     hidden_state_loss,
     layer_map,
+    load_training_texts,
     mean_distillation_loss,
     outputs_and_hidden,
     recover_by_distillation,
@@ -92,10 +94,25 @@ def test_distill_checkpoint_writes_a_reloadable_smaller_student(
 
 
 def test_validation_sets_are_never_distilled_on(tmp_path: Path) -> None:
-    path = tmp_path / "sst2_validation.tsv"
-    path.write_text("text\tlabel\ngood\t1\n", encoding="utf-8")
-    with pytest.raises(DataError, match="validation set"):
-        DistillConfig(train_tsv=path).training_file()
+    for name in ("sst2_validation", "amazon_multidomain_validation"):
+        path = tmp_path / f"{name}.tsv"
+        path.write_text("text\tlabel\ngood\t1\n", encoding="utf-8")
+        with pytest.raises(DataError, match="validation set"):
+            DistillConfig(train_tsv=path).training_data()
+    with pytest.raises(ValidationError, match="amazon_multidomain_validation"):
+        DistillConfig.model_validate({"mix": {"sets": {"amazon_multidomain_validation": 10}}})
+    with pytest.raises(ValidationError, match="not both"):
+        DistillConfig.model_validate({"train_tsv": str(path), "mix": {"sets": {"sst2_train": 10}}})
+
+
+def test_distillation_texts_come_from_a_training_mix() -> None:
+    cfg = DistillConfig.model_validate(
+        {"mix": {"sets": {"sst2_train": 40, "amazon_sandisk": 20}}, "max_texts": 50}
+    )
+    texts, labels = load_training_texts(cfg)
+    assert len(texts) == len(labels) == 50
+    sandisk = set(load_sentiment("amazon_sandisk").texts)
+    assert 0 < sum(t in sandisk for t in texts) <= 20
 
 
 def test_every_other_layer_keeps_the_top_one() -> None:

@@ -56,6 +56,27 @@ def test_finetune_writes_a_reloadable_safetensors_classifier(
     assert marker["base"]["sha256"] == sha256_dir(base)
 
 
+def test_finetune_on_a_training_mix_records_the_mix_and_its_files(
+    tiny_checkpoints: dict[str, Path], tmp_path: Path
+) -> None:
+    from conversion.data import data_root
+    from conversion.data.sentiment import TrainingMix
+
+    mix = TrainingMix.model_validate({"sets": {"sst2_train": 24, "amazon_sandisk": 8}})
+    cfg = FinetuneConfig(max_train_texts=100, heldout_texts=4, batch_size=8, max_length=32)
+    out = finetune(tiny_checkpoints["bi-encoder"], mix, tmp_path / "ft", cfg)
+    marker = read_marker(out)
+    assert marker is not None
+    assert marker["data"]["mix"] == mix.model_dump(mode="json")
+    files = marker["data"]["files"]
+    assert set(files) == {"sst2_train.tsv", "amazon_sandisk.tsv"}
+    assert files["amazon_sandisk.tsv"]["sha256"] == sha256_file(
+        data_root() / "sentiment" / "amazon_sandisk.tsv"
+    )
+    with pytest.raises(DataError, match="labels"):
+        finetune(tiny_checkpoints["bi-encoder"], mix, tmp_path / "ft2", cfg, labels=["bad", "good"])
+
+
 def test_an_interrupted_finetune_is_not_a_checkpoint_and_is_redone(
     tiny_checkpoints: dict[str, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -45,7 +45,15 @@ def test_manifest_follows_the_store_contract(tiny_store: Path, tiny_checkpoints:
     assert m["validation"]["passed"] is True
     assert m["validation"]["parity"]["export"]["passed"] is True
     assert m["validation"]["parity"]["optimized"]["max_abs_diff"] < 1e-4
-    assert {x["dataset"] for x in m["validation"]["metrics"]} == {"sst2_validation", "uci_amazon", "uci_yelp"}
+    assert {x["dataset"] for x in m["validation"]["metrics"]} == {
+        "sst2_validation",
+        "uci_amazon",
+        "uci_yelp",
+        "amazon_multidomain_validation",
+    }
+    assert set(m["validation"]["class_balance"]["uci_amazon"]) == {"negative", "positive"}
+    assert m["versus_teacher"]["teacher"] == str(tiny_checkpoints["sequence-classification"])
+    assert set(m["versus_teacher"]["deltas"]) == set(m["validation"]["class_balance"])
     assert m["optimization"]["fused_ops"]["Attention"] == 2
     # CPU artifacts: SkipLayerNormalization turned back into Add + LayerNormalization (conversion.optimize).
     assert m["optimization"]["skip_layernorm_unfused"] is True
@@ -127,6 +135,7 @@ def test_list_validate_and_bench_on_published_versions(
     assert main(["list", "--store", str(store)]) == 0
     out = capsys.readouterr().out
     assert all(name in out for name in ("review-sentiment", "product-embedder", "product-reranker"))
+    assert "amazon_multidomain_validation accuracy" in out  # teacher -> artifact on every gate set
     assert main(["validate", "review-sentiment", "--store", str(store)]) == 0
     out = capsys.readouterr().out
     assert "uci_amazon" in out
@@ -158,6 +167,27 @@ def test_validate_refuses_a_tampered_version(store: Path, capsys: pytest.Capture
     assert "sha256 does not match" in capsys.readouterr().err
 
 
+def test_the_manifest_headline_is_the_worst_gate_set_and_the_speedup_over_the_teacher() -> None:
+    from conversion.pipeline import versus_teacher
+    from conversion.recipe import parse_recipe
+
+    recipe = parse_recipe(tiny_recipe_data("sequence-classification", Path("checkpoints/t")))
+    rows = [("a", "accuracy", 90.0, 90.5), ("b", "accuracy", 92.0, 91.2), ("b", "macro_f1", 92.0, 80.0)]
+    validation = {"metrics": [{"dataset": d, "metric": m, "delta": a - s} for d, m, s, a in rows]}
+    grid = [(1, 16, 5.0), (1, 64, 3.0), (8, 64, 2.5)]
+    benchmark = {
+        "source_runtime": "pytorch-fp32",
+        "results": [{"batch_size": b, "sequence_length": s, "speedup_vs_source": x} for b, s, x in grid],
+    }
+    headline = versus_teacher(recipe, validation, benchmark)
+    assert headline["teacher"] == "checkpoints/t"
+    assert (headline["metric"], headline["worst_dataset"]) == ("accuracy", "b")
+    assert headline["worst_delta"] == pytest.approx(-0.8)
+    assert headline["deltas"] == {"a": 0.5, "b": pytest.approx(-0.8)}
+    assert headline["speedup"] == {"batch1_seq64": 3.0, "batch8_seq64": 2.5}
+    assert versus_teacher(recipe, {"metrics": []}, {"results": []})["worst_delta"] is None
+
+
 def test_build_defaults_skips_models_that_exist(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     store = tmp_path / "store"
     for name in ("product-embedder", "review-sentiment"):
@@ -166,37 +196,6 @@ def test_build_defaults_skips_models_that_exist(tmp_path: Path, capsys: pytest.C
     out = capsys.readouterr().out
     assert "product-embedder: version 1 exists" in out
     assert "review-sentiment: version 1 exists" in out
-
-
-def test_the_default_sentiment_checkpoint_is_reused_only_when_complete(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
-) -> None:
-    from conversion import finetune
-    from conversion.checkpoint_dir import MARKER, is_complete, write_checkpoint
-    from conversion.cli import ensure_finetuned_sentiment
-    from conversion.tiny import make_tiny_checkpoint
-
-    runs: list[Path] = []
-
-    def save(folder: Path) -> None:
-        make_tiny_checkpoint(folder, "sequence-classification")
-
-    def fake_finetune(base: Path, train: Path, out_dir: Path, cfg: object) -> Path:
-        runs.append(out_dir)
-        return write_checkpoint(out_dir, {"trained_by": "test"}, save)
-
-    monkeypatch.setattr(finetune, "finetune", fake_finetune)
-    checkpoint = tmp_path / "checkpoints" / "review-sentiment-finetuned"
-    ensure_finetuned_sentiment(checkpoint)
-    assert "is missing" in capsys.readouterr().err
-    assert is_complete(checkpoint)
-    ensure_finetuned_sentiment(checkpoint)  # complete: reused
-    assert runs == [checkpoint]
-    (checkpoint / MARKER).unlink()  # as a fine-tune interrupted before checkpoints had a marker leaves it
-    ensure_finetuned_sentiment(checkpoint)
-    assert f"is unfinished (no valid {MARKER})" in capsys.readouterr().err
-    assert runs == [checkpoint, checkpoint]
-    assert is_complete(checkpoint)
 
 
 def test_pruned_and_distilled_build_exports_a_smaller_graph(

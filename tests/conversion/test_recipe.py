@@ -24,6 +24,24 @@ def test_defaults_and_precision() -> None:
     assert recipe.benchmark.threads == 1
 
 
+def test_the_default_sentiment_recipe_is_the_distilled_student_gated_on_every_set() -> None:
+    from conversion.data.sentiment import VALIDATION_SETS
+
+    student = load_recipe(RECIPES / "review-sentiment.yaml")
+    plain = load_recipe(RECIPES / "review-sentiment.int8.yaml")
+    assert student.source == plain.source == "checkpoints/review-sentiment-teacher"
+    assert student.prune is not None
+    assert student.distill is not None
+    assert student.distill.mix is not None
+    assert plain.prune is None
+    assert plain.distill is None
+    for recipe in (student, plain):
+        gate = recipe.validation.sentiment
+        assert list(gate.datasets) == list(VALIDATION_SETS)
+        assert gate.accuracy_drop_budget == 1.0
+        assert gate.min_balanced_accuracy == 70.0
+
+
 def test_package_source_resolves_to_the_packaged_minilm() -> None:
     recipe = load_recipe(RECIPES / "product-embedder.yaml")
     assert (recipe.source_path() / "model.safetensors").is_file()

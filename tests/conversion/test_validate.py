@@ -7,7 +7,7 @@ import pytest
 from conversion.recipe import parse_recipe
 from conversion.tiny import tiny_recipe_data
 from conversion.validate import (
-    accuracy_and_f1,
+    classification_scores,
     format_table,
     hit_and_ndcg,
     metric,
@@ -34,10 +34,14 @@ def test_hit_and_ndcg_of_one_relevant_item() -> None:
     assert hit_and_ndcg(np.array([0.0, *np.ones(10)])) == (0.0, 0.0)
 
 
-def test_accuracy_and_macro_f1() -> None:
-    acc, f1 = accuracy_and_f1(np.array([1, 1, 0, 0]), np.array([1, 0, 0, 0]), 2)
-    assert acc == 0.75
-    assert f1 == pytest.approx((0.8 + 2 / 3) / 2)
+def test_accuracy_macro_f1_and_balanced_accuracy() -> None:
+    scores = classification_scores(np.array([1, 1, 0, 0]), np.array([1, 0, 0, 0]), 2)
+    assert scores.accuracy == 0.75
+    assert scores.macro_f1 == pytest.approx((0.8 + 2 / 3) / 2)
+    assert scores.balanced_accuracy == pytest.approx((1.0 + 2 / 3) / 2)
+    majority = classification_scores(np.ones(10, dtype=int), np.array([1] * 9 + [0]), 2)
+    assert (majority.accuracy, majority.balanced_accuracy) == (0.9, 0.5)
+    assert majority.macro_f1 == pytest.approx((0 + 18 / 19) / 2)
     assert spearman(np.arange(5.0), np.arange(5.0) ** 2) == pytest.approx(1.0)
 
 
@@ -54,12 +58,59 @@ def test_sentiment_gate_on_real_data(loaded_sentiment: Any, sentiment_graphs: di
     recipe = parse_recipe(data)
     report = validate_artifact(loaded_sentiment, sentiment_graphs["optimized"], recipe)
     accuracies = [m for m in report.metrics if m.metric == "accuracy"]
-    assert [m.dataset for m in accuracies] == ["sst2_validation", "uci_amazon", "uci_yelp"]
+    assert [m.dataset for m in accuracies] == [
+        "sst2_validation",
+        "uci_amazon",
+        "uci_yelp",
+        "amazon_multidomain_validation",
+    ]
+    assert {m.metric for m in report.metrics} == {
+        "accuracy",
+        "macro_f1",
+        "balanced_accuracy",
+        "label_agreement",
+    }
+    balance = report.extra["class_balance"]
+    assert sum(balance["uci_amazon"].values()) == 48  # max_examples
+    assert set(balance["uci_amazon"]) == {"negative", "positive"}
     for m in accuracies:  # the fp32 graph predicts what PyTorch predicts
         assert m.source == pytest.approx(m.artifact)
         assert 0 <= m.source <= 100
     assert report.passed
     assert "sst2_validation" in format_table(report)
+
+
+def test_a_model_that_predicts_only_the_majority_class_fails_the_gate(
+    tiny_checkpoints: dict[str, Path], tmp_path: Path
+) -> None:
+    """Source and artifact agree exactly (no accuracy drop); the floor on balanced accuracy refuses it."""
+    import torch
+
+    from conversion.checkpoint import load_checkpoint
+    from conversion.export import export_onnx
+
+    loaded = load_checkpoint(tiny_checkpoints["sequence-classification"], "sequence-classification")
+    classifier = loaded.module.model.classifier
+    with torch.no_grad():
+        classifier.weight.zero_()
+        classifier.bias.copy_(torch.tensor([-5.0, 5.0]))  # always "positive"
+    graph = export_onnx(loaded.module, tmp_path / "m.onnx", vocab_size=loaded.config["vocab_size"])
+    data = tiny_recipe_data("sequence-classification", Path("unused"))
+    data["validation"]["sentiment"]["min_balanced_accuracy"] = 70.0  # type: ignore[index]
+    report = validate_artifact(loaded, graph, parse_recipe(data))
+    assert not report.passed
+    failed = {(m.dataset, m.metric) for m in report.metrics if not m.passed}
+    assert failed == {(m.dataset, "balanced_accuracy") for m in report.metrics}
+    assert len(failed) == 4
+    for m in report.metrics:
+        if m.metric == "accuracy":
+            assert m.delta == 0  # the drop budget alone would let it through
+            assert m.passed
+        if m.metric == "balanced_accuracy":
+            assert m.artifact == pytest.approx(50.0)
+    table = format_table(report)
+    assert "balanced_accuracy" in table
+    assert "NO" in table
 
 
 def test_bi_encoder_gate_fails_past_its_budget(loaded_embedder: Any, tmp_path: Path) -> None:
