@@ -18,6 +18,7 @@ from tqdm.auto import tqdm
 
 from conversion.data import DataError
 from conversion.data.sentiment import LABEL_NAMES, TrainingMix, load_training_mix, refuse_validation_set
+from conversion.metrics import classification_scores
 
 DEFAULT_LABELS = ["negative", "positive"]
 
@@ -124,25 +125,13 @@ def predict_logits(
     return out
 
 
-def accuracy_and_macro_f1(
-    predicted: Sequence[int], gold: Sequence[int], n_labels: int
-) -> tuple[float, float]:
-    correct = sum(p == g for p, g in zip(predicted, gold, strict=True))
-    f1s = []
-    for c in range(n_labels):
-        tp = sum(p == c and g == c for p, g in zip(predicted, gold, strict=True))
-        fp = sum(p == c and g != c for p, g in zip(predicted, gold, strict=True))
-        fn = sum(p != c and g == c for p, g in zip(predicted, gold, strict=True))
-        f1s.append(2 * tp / (2 * tp + fp + fn) if tp else 0.0)
-    return correct / len(gold), sum(f1s) / n_labels
-
-
 def evaluate_classifier(
     model: torch.nn.Module, tokenizer: object, data: LabelledTexts, max_length: int, n_labels: int
 ) -> tuple[float, float]:
     """(accuracy, macro-F1) of a PyTorch sequence classifier."""
     pred = predict_logits(model, tokenizer, data.texts, max_length).argmax(-1).tolist()
-    return accuracy_and_macro_f1(pred, data.labels, n_labels)
+    scores = classification_scores(pred, data.labels, n_labels)
+    return scores.accuracy, scores.macro_f1
 
 
 def freeze_lower_layers(model: torch.nn.Module, n: int) -> None:

@@ -14,6 +14,7 @@ from conversion.data.movielens import MovieLensSet, load_movielens
 from conversion.data.ranking import load_ranking
 from conversion.data.sentiment import LABEL_NAMES, load_sentiment
 from conversion.errors import ConversionError
+from conversion.metrics import classification_scores
 from conversion.parity import row_cosine
 from conversion.recipe import Recipe
 from conversion.runners import BatchFn, TextInput, ort_batch_fn, ort_session, run_texts, torch_batch_fn
@@ -96,26 +97,6 @@ class _Pair:
         src = run_texts(self.source, self.loaded.tokenizer, texts, desc=f"{desc} (source)", **self.kwargs)
         art = run_texts(self.artifact, self.loaded.tokenizer, texts, desc=f"{desc} (artifact)", **self.kwargs)
         return src, art
-
-
-@dataclass(frozen=True)
-class ClassificationScores:
-    accuracy: float
-    macro_f1: float
-    balanced_accuracy: float
-
-
-def classification_scores(pred: np.ndarray, gold: np.ndarray, classes: int) -> ClassificationScores:
-    """Accuracy, macro-F1 and balanced accuracy (mean per-class recall over the classes present), in
-    [0, 1], from scikit-learn."""
-    from sklearn.metrics import accuracy_score, balanced_accuracy_score, f1_score
-
-    labels = list(range(classes))
-    return ClassificationScores(
-        float(accuracy_score(gold, pred)),
-        float(f1_score(gold, pred, labels=labels, average="macro", zero_division=0)),
-        float(balanced_accuracy_score(gold, pred)),
-    )
 
 
 def ndcg_agreement(reference: np.ndarray, candidate: np.ndarray, k: int = K) -> float:

@@ -11,7 +11,6 @@ from conversion.checkpoint_dir import MARKER, is_complete, partial_dir, read_mar
 from conversion.data import DataError
 from conversion.finetune import (
     FinetuneConfig,
-    accuracy_and_macro_f1,
     finetune,
     length_grouped_batches,
     read_labelled_tsv,
@@ -135,9 +134,3 @@ def test_length_grouped_batches_cover_every_text_once_with_little_padding() -> N
     assert sorted(i for b in batches for i in b) == list(range(1000))
     padded = sum(len(b) * max(lengths[i] for i in b) for b in batches)
     assert padded < 1.1 * sum(lengths)
-
-
-def test_accuracy_and_macro_f1() -> None:
-    acc, f1 = accuracy_and_macro_f1([1, 1, 0, 0], [1, 0, 0, 0], 2)
-    assert acc == 0.75
-    assert f1 == pytest.approx((2 / 3 + 0.8) / 2)
