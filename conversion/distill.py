@@ -48,6 +48,9 @@ class DistillConfig(BaseModel):
         0.0, ge=0, description="weight of the MSE between student and teacher hidden states (0: output only)"
     )
     freeze_word_embeddings: bool = True
+    dropout: bool = Field(
+        True, description="train the student with its dropout (False: in eval mode, cheaper and steadier)"
+    )
     seed: int = 0
     threads: int = Field(2, ge=1)
 
@@ -219,7 +222,7 @@ def recover_by_distillation(
     schedule = torch.optim.lr_scheduler.LambdaLR(
         optimizer, lambda step: min(1.0, (step + 1) / max(1, steps // 20)) * max(0.0, 1 - step / steps)
     )
-    student.train()
+    student.train(cfg.dropout)  # BERT's train mode only switches dropout on
     with tqdm(total=steps, desc=f"distill ({kind})", unit="step") as bar:
         for _ in range(cfg.epochs):
             for idx in length_grouped_batches(lengths, cfg.batch_size, rng):

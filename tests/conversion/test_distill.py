@@ -67,6 +67,25 @@ def test_distillation_brings_a_pruned_student_closer_to_its_teacher(
         assert torch.equal(value, teacher_state[name])
 
 
+@pytest.mark.parametrize("dropout", [True, False])
+def test_the_student_trains_with_or_without_dropout_as_configured(
+    tiny_checkpoints: dict[str, Path], dropout: bool
+) -> None:
+    kind: ModelKind = "sequence-classification"
+    teacher, student, tok = teacher_and_pruned_student(tiny_checkpoints[kind], kind, drop=[])
+    dropout_modes: list[bool] = []
+    for module in student.modules():
+        if isinstance(module, torch.nn.Dropout):
+            module.register_forward_hook(lambda m, *_: dropout_modes.append(m.training))
+    cfg = DistillConfig(max_texts=8, batch_size=8, dropout=dropout)
+
+    recover_by_distillation(student, teacher, kind, tok, TRAIN_TEXTS, cfg)
+
+    assert dropout_modes
+    assert set(dropout_modes) == {dropout}
+    assert not student.training
+
+
 def test_distill_checkpoint_writes_a_reloadable_smaller_student(
     tiny_checkpoints: dict[str, Path], tmp_path: Path
 ) -> None:

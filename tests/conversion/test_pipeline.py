@@ -198,6 +198,60 @@ def test_build_defaults_skips_models_that_exist(tmp_path: Path, capsys: pytest.C
     assert "review-sentiment: version 1 exists" in out
 
 
+def _default_recipes(folder: Path, checkpoints: dict[str, Path], student_floor: float | None) -> Path:
+    """build-defaults' recipe files for tiny models: the sentiment default with balanced-accuracy floor
+    `student_floor` and its fallback, which is built without per-channel scales."""
+    folder.mkdir()
+    embedder = tiny_recipe_data("bi-encoder", checkpoints["bi-encoder"], name="product-embedder")
+    student = tiny_recipe_data(
+        "sequence-classification", checkpoints["sequence-classification"], "review-sentiment"
+    )
+    student["validation"]["sentiment"]["min_balanced_accuracy"] = student_floor  # type: ignore[index]
+    fallback = tiny_recipe_data(
+        "sequence-classification", checkpoints["sequence-classification"], "review-sentiment"
+    )
+    fallback["quantize"] = {"method": "dynamic", "per_channel": False}
+    for file_name, data in (
+        ("product-embedder.yaml", embedder),
+        ("review-sentiment.yaml", student),
+        ("review-sentiment.int8.yaml", fallback),
+    ):
+        _write_recipe(folder / file_name, data)
+    return folder
+
+
+def test_build_defaults_publishes_the_fallback_when_the_default_misses_its_gate(
+    tiny_checkpoints: dict[str, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    store = tmp_path / "store"
+    (store / "product-embedder" / "1").mkdir(parents=True)
+    recipes = _default_recipes(tmp_path / "recipes", tiny_checkpoints, student_floor=100.0)
+
+    assert main(["build-defaults", "--store", str(store), "--recipes", str(recipes)]) == 0
+
+    err = capsys.readouterr().err
+    assert "review-sentiment.yaml missed its gate" in err
+    assert "balanced_accuracy" in err  # the gate's table is printed
+    assert "publishing review-sentiment.int8.yaml as review-sentiment instead" in err
+    assert sorted(p.name for p in (store / "review-sentiment").iterdir()) == ["1"]
+    manifest = json.loads((store / "review-sentiment" / "1" / "manifest.json").read_text())
+    assert manifest["recipe"]["quantize"]["per_channel"] is False
+
+
+def test_build_defaults_publishes_the_default_when_it_passes(
+    tiny_checkpoints: dict[str, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    store = tmp_path / "store"
+    (store / "product-embedder" / "1").mkdir(parents=True)
+    recipes = _default_recipes(tmp_path / "recipes", tiny_checkpoints, student_floor=None)
+
+    assert main(["build-defaults", "--store", str(store), "--recipes", str(recipes)]) == 0
+
+    assert "missed its gate" not in capsys.readouterr().err
+    manifest = json.loads((store / "review-sentiment" / "1" / "manifest.json").read_text())
+    assert manifest["recipe"]["quantize"]["per_channel"] is True
+
+
 def test_pruned_and_distilled_build_exports_a_smaller_graph(
     tiny_checkpoints: dict[str, Path], tmp_path: Path
 ) -> None:

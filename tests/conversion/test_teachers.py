@@ -54,10 +54,11 @@ def test_a_teacher_is_trained_again_unless_complete_and_trained_as_wanted(
 
 
 def test_the_default_recipes_name_the_sentiment_teacher() -> None:
-    from conversion.cli import DEFAULT_RECIPES, RECIPES_DIR
+    from conversion.cli import DEFAULT_MODELS, RECIPES_DIR
     from conversion.recipe import load_recipe
 
-    sources = {load_recipe(RECIPES_DIR / name).source for name in DEFAULT_RECIPES}
+    recipes = [d.recipe for d in DEFAULT_MODELS] + [d.fallback for d in DEFAULT_MODELS if d.fallback]
+    sources = {load_recipe(RECIPES_DIR / name).source for name in recipes}
     assert SENTIMENT_TEACHER.checkpoint in sources
     assert TEACHERS[SENTIMENT_TEACHER.checkpoint] is SENTIMENT_TEACHER
     assert set(SENTIMENT_TEACHER.mix.sets) == {
