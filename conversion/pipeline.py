@@ -7,6 +7,7 @@ the store is touched.
 
 from __future__ import annotations
 
+import dataclasses
 import platform
 import random
 import sys
@@ -14,6 +15,7 @@ import tempfile
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from copy import deepcopy
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from importlib import metadata
@@ -23,9 +25,16 @@ from typing import Any, TextIO
 from conversion.compress import compress, wants_compression
 from conversion.errors import ValidationGateError
 from conversion.kinds import TASK_OF_KIND
-from conversion.recipe import Recipe
+from conversion.recipe import Recipe, SmoothConfig
 
 STEPS = ("load", "export", "parity", "optimize", "precision", "validate", "benchmark", "publish")
+
+
+def step_count(recipe: Recipe) -> int:
+    """The steps a build of `recipe` prints: STEPS, plus compress and smooth when the recipe asks for them."""
+    return len(STEPS) + int(wants_compression(recipe)) + int(recipe.quantize.smooth_ffn_inputs is not None)
+
+
 SHORT_TEXTS = ["Ok", "Thanks!", "Battery died after two days.", "wireless earbuds"]
 
 
@@ -83,6 +92,42 @@ def tool_versions() -> dict[str, str]:
         except metadata.PackageNotFoundError:
             continue
     return versions
+
+
+def smoothed(model: Any, recipe: Recipe, cfg: SmoothConfig, *, copy: bool) -> Any:
+    """`model` (a LoadedCheckpoint) with its FFN inputs smoothed (conversion/smooth.py), copied if `copy`."""
+    import torch
+
+    from conversion.smooth import smooth_ffn_inputs
+
+    if copy:
+        model = dataclasses.replace(model, module=deepcopy(model.module))
+    if recipe.distill is not None:
+        from conversion.finetune import DEFAULT_LABELS, read_training_data
+
+        texts = read_training_data(recipe.distill.training_data(), DEFAULT_LABELS)[0].texts
+    else:
+        from conversion.data.sentiment import calibration_texts
+
+        texts = calibration_texts(recipe.quantize.calibration_dataset, cfg.texts)
+    texts = random.Random(cfg.seed).sample(list(texts), min(cfg.texts, len(texts)))
+    hf = getattr(model.module, "model", model.module)  # conversion.modeling.InferenceModule wraps it
+
+    def batches() -> Any:
+        for start in range(0, len(texts), 32):
+            enc = model.tokenizer(
+                texts[start : start + 32],
+                padding=True,
+                truncation=True,
+                max_length=recipe.max_sequence_length,
+                return_tensors="pt",
+            )
+            yield {k: v for k, v in enc.items() if k != "token_type_ids" or model.module.uses_token_type_ids}
+
+    with torch.no_grad():
+        for line in smooth_ffn_inputs(hf, batches(), cfg.alpha):
+            print(f"    {line.describe()}", flush=True)
+    return model
 
 
 def parity_texts(recipe: Recipe, count: int) -> list[Any]:
@@ -159,7 +204,7 @@ def prepare(
     from conversion.quantize import TextCalibrationReader, apply_precision
     from conversion.validate import format_table, validate_artifact
 
-    progress = progress or Progress(total=len(STEPS) + int(wants_compression(recipe)))
+    progress = progress or Progress(total=step_count(recipe))
     source_path = recipe.source_path(base_dir)
     timings: dict[str, float] = {}
     work_dir.mkdir(parents=True, exist_ok=True)
@@ -176,6 +221,9 @@ def prepare(
         with progress.step("compress", "prune/factorize + recovery distillation"):
             model, compression = compress(loaded, recipe)
         timings["compress"] = time.perf_counter() - t
+    if recipe.quantize.smooth_ffn_inputs is not None:
+        with progress.step("smooth", "FFN inputs' outliers into the weights, before int8"):
+            model = smoothed(model, recipe, recipe.quantize.smooth_ffn_inputs, copy=model is loaded)
     config = model.config
     pruned = bool(config.get("pruned_heads")) or bool(config.get("factorized"))
 
@@ -336,7 +384,7 @@ def publish_result(result: BuildResult, store_root: Path, progress: Progress | N
 
 def build(recipe: Recipe, store_root: Path, *, base_dir: Path | None = None, quiet: bool = False) -> Path:
     """Builds, validates, benchmarks and publishes `recipe`; returns the new version's folder."""
-    progress = Progress(total=len(STEPS) + int(wants_compression(recipe)), enabled=not quiet)
+    progress = Progress(total=step_count(recipe), enabled=not quiet)
     with tempfile.TemporaryDirectory(prefix=f"build-{recipe.name}-") as tmp:
         result = prepare(recipe, Path(tmp), base_dir=base_dir, progress=progress)
         return publish_result(result, store_root, progress)

@@ -30,8 +30,19 @@ class ParityConfig(_Strict):
     batch_size: int = Field(default=8, ge=2)
 
 
+class SmoothConfig(_Strict):
+    """conversion/smooth.py: the FFN down-projections' input outliers moved into their weights before int8."""
+
+    alpha: float = Field(default=0.5, ge=0, le=1, description="how much of the outliers moves to the weights")
+    texts: int = Field(
+        default=512, ge=1, description="calibration texts: the distillation's data, else calibration_dataset"
+    )
+    seed: int = 1
+
+
 class QuantizeConfig(_Strict):
     method: Literal["none", "dynamic", "static", "fp16"] = "dynamic"
+    smooth_ffn_inputs: SmoothConfig | None = None
     per_channel: bool = True
     calibration_dataset: Literal["sst2_train", "uci_imdb"] = "sst2_train"
     calibration_texts: int = Field(default=256, ge=1)

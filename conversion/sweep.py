@@ -14,9 +14,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from conversion.compress import wants_compression
 from conversion.errors import ConversionError, ValidationGateError
-from conversion.pipeline import STEPS, BuildResult, Progress, prepare, publish_result
+from conversion.pipeline import BuildResult, Progress, prepare, publish_result, step_count
 from conversion.recipe import Recipe, load_recipe
 
 Point = tuple[int, int]
@@ -83,8 +82,7 @@ def build_row(path: Path, work_dir: Path, base_dir: Path | None) -> tuple[SweepR
     row = SweepRow(path, recipe.name, passed=False)
     print(f"\n=== sweep: {path.name} ===", flush=True)
     try:
-        steps = len(STEPS) + int(wants_compression(recipe))
-        result = prepare(recipe, work_dir, base_dir=base_dir, progress=Progress(total=steps))
+        result = prepare(recipe, work_dir, base_dir=base_dir, progress=Progress(total=step_count(recipe)))
     except ValidationGateError as exc:
         row.error = str(exc)
         report: Any = exc.report
