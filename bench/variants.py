@@ -134,11 +134,11 @@ def pruned_sentiment(artifacts: list[Artifact]) -> list[Artifact]:
     return [a for a in _servable_sentiment(artifacts) if a.compressed and a.precision == "int8"]
 
 
-COMPRESSION_SECTIONS = ("prune", "factorize", "distill")
+COMPRESSION_SECTIONS = ("prune", "factorize", "distill", "quantize")
 
 
 def compression_settings(recipe_path: Path) -> dict[str, dict[str, Any]] | None:
-    """The prune/factorize/distill sections a recipe file names; None when there is no such file."""
+    """The prune/factorize/distill/quantize sections a recipe file names; None when there is no such file."""
     if not recipe_path.is_file():
         return None
     recipe = yaml.safe_load(recipe_path.read_text()) or {}

@@ -91,6 +91,16 @@ def test_a_recipe_matches_a_build_whose_manifest_adds_the_defaults_it_leaves_out
     assert not built_from(read_artifacts(store)[0], compression_settings(recipe))
 
 
+def test_a_student_quantized_another_way_does_not_match_the_recipe(tmp_path: Path) -> None:
+    store, recipe = tmp_path / "store", tmp_path / "pruned.yaml"
+    old = {"method": "dynamic", "per_channel": True, "exclude_nodes": ["layer"], "smooth_ffn_inputs": None}
+    publish(store, "review-sentiment", "1", "int8", recipe={"prune": {}, "quantize": old})
+    recipe.write_text("prune: {}\nquantize:\n  method: dynamic\n  smooth_ffn_inputs:\n    alpha: 0.5\n")
+    assert not built_from(read_artifacts(store)[0], compression_settings(recipe))
+    recipe.write_text("prune: {}\nquantize:\n  method: dynamic\n")
+    assert built_from(read_artifacts(store)[0], compression_settings(recipe))
+
+
 def test_plan_gives_each_variant_a_store_of_its_own_models(tmp_path: Path) -> None:
     published, built = tmp_path / "model_store", tmp_path / "built"
     publish(published, "review-sentiment", "1", "int8")
