@@ -15,9 +15,8 @@ def wants_compression(recipe: Recipe) -> bool:
     return recipe.prune is not None or recipe.factorize is not None
 
 
-def _importance_batches(
-    tokenizer: Any, texts: list[str], max_length: int, batch_size: int = 32
-) -> Iterator[Any]:
+def token_batches(tokenizer: Any, texts: list[str], max_length: int, batch_size: int = 32) -> Iterator[Any]:
+    """Padded PyTorch inputs of `texts`, `batch_size` at a time (pruning importance, smoothing)."""
     for start in range(0, len(texts), batch_size):
         chunk = texts[start : start + batch_size]
         yield dict(
@@ -38,7 +37,7 @@ def compress(loaded: Any, recipe: Recipe) -> tuple[Any, dict[str, Any]]:
     if recipe.prune is not None:
         from conversion.prune import prune_model
 
-        batches = _importance_batches(
+        batches = token_batches(
             loaded.tokenizer, texts[: recipe.prune.importance_texts], distill_cfg.max_length
         )
         prune_model(student.model, recipe.prune, batches)

@@ -96,8 +96,7 @@ def tool_versions() -> dict[str, str]:
 
 def smoothed(model: Any, recipe: Recipe, cfg: SmoothConfig, *, copy: bool) -> Any:
     """`model` (a LoadedCheckpoint) with its FFN inputs smoothed (conversion/smooth.py), copied if `copy`."""
-    import torch
-
+    from conversion.compress import token_batches
     from conversion.smooth import smooth_ffn_inputs
 
     if copy:
@@ -112,21 +111,9 @@ def smoothed(model: Any, recipe: Recipe, cfg: SmoothConfig, *, copy: bool) -> An
         texts = calibration_texts(recipe.quantize.calibration_dataset, cfg.texts)
     texts = random.Random(cfg.seed).sample(list(texts), min(cfg.texts, len(texts)))
     hf = getattr(model.module, "model", model.module)  # conversion.modeling.InferenceModule wraps it
-
-    def batches() -> Any:
-        for start in range(0, len(texts), 32):
-            enc = model.tokenizer(
-                texts[start : start + 32],
-                padding=True,
-                truncation=True,
-                max_length=recipe.max_sequence_length,
-                return_tensors="pt",
-            )
-            yield {k: v for k, v in enc.items() if k != "token_type_ids" or model.module.uses_token_type_ids}
-
-    with torch.no_grad():
-        for line in smooth_ffn_inputs(hf, batches(), cfg.alpha):
-            print(f"    {line.describe()}", flush=True)
+    batches = token_batches(model.tokenizer, texts, recipe.max_sequence_length)
+    for line in smooth_ffn_inputs(hf, batches, cfg.alpha):
+        print(f"    {line.describe()}", flush=True)
     return model
 
 
