@@ -244,7 +244,14 @@ def main(argv: list[str] | None = None) -> int:
     for name, precision, path in targets:
         if precision == "?":
             quantized = any(
-                n.op_type in ("MatMulInteger", "QAttention", "QLinearMatMul", "DequantizeLinear")
+                n.op_type
+                in (
+                    "MatMulIntegerToFloat",
+                    "MatMulInteger",
+                    "QAttention",
+                    "QLinearMatMul",
+                    "DequantizeLinear",
+                )
                 for n in onnx.load(str(path), load_external_data=False).graph.node
             )
             precision = "int8" if quantized else "fp32"

@@ -1,9 +1,10 @@
 """The machine's limit for a transformer: matrix-multiply peaks of this CPU, and a model's operations.
 
-- `measure_peak`: int8 (MatMulInteger, u8 x s8 -> s32, the kernel onnxruntime's dynamic quantization
-  uses) and fp32 (MatMul) throughput of onnxruntime on large square matrices, at a given thread count.
-- `count_ops`: multiply-accumulate work per sequence, read from the ONNX graph: every matrix product
-  with a weight (MatMul, Gemm, MatMulInteger, QAttention/Attention projections, QDQ MatMuls), plus the
+- `measure_peak`: int8 (MatMulInteger, u8 x s8 -> s32, the kernel under the project's per-token int8
+  MatMulIntegerToFloat) and fp32 (MatMul) throughput of onnxruntime on large square matrices, at a given
+  thread count.
+- `count_ops`: multiply-accumulate work per sequence, read from the ONNX graph: every matrix product with
+  a weight (MatMul, Gemm, MatMulInteger(ToFloat), QAttention/Attention projections, QDQ MatMuls), plus the
   attention products QK^T and AV (4 * seq^2 * attention width per layer), split by the precision they run in.
 - `roofline_rate`: the sequences/s that the peaks allow for that work (int8 and fp32 parts each at
   their own peak).
@@ -114,7 +115,14 @@ def count_ops(
         if op in ATTENTION_OPS:
             weight = graph.weight(node.input[1])
             if weight is None:
-                continue  # MultiHeadAttention fed by separate projections: those MatMuls are counted alone
+                # MultiHeadAttention fed by separate projections (counted alone): only QK^T and AV here,
+                # from the widths of q and v when their shapes are known.
+                q_shape = shapes.get(node.input[0])
+                v_shape = shapes.get(node.input[2] if len(node.input) > 2 else "")
+                if q_shape and v_shape:
+                    widths = q_shape[-1] + v_shape[-1]
+                    count.add("fp32", "attention QK^T+AV", 2.0 * seq_len * seq_len * widths)
+                continue
             k, n = weight[0][0], weight[0][-1]
             count.add(ATTENTION_OPS[op], f"{op} projection", 2.0 * rows(node.input[0]) * k * n)
             qk, v = _attention_width(graph, node)
@@ -162,7 +170,7 @@ def infer_activation_shapes(model: onnx.ModelProto, seq_len: int) -> dict[str, l
     initializers = {init.name for init in probe.graph.initializer}
     for node in probe.graph.node:
         if node.op_type in counted:
-            for name in node.input[:2]:
+            for name in node.input[:3] if node.op_type in ATTENTION_OPS else node.input[:2]:
                 if name in initializers:
                     continue
                 if name and name not in known:

@@ -1,4 +1,5 @@
-"""Precision with onnxruntime's tools: int8 dynamic, int8 static (QDQ, calibrated on real texts), fp16."""
+"""Precision: int8 dynamic (activations quantized per token, conversion/token_quant.py), int8 static (QDQ,
+calibrated on real texts) and fp16 with onnxruntime's tools."""
 
 from __future__ import annotations
 
@@ -18,15 +19,12 @@ from onnxruntime.quantization import (
     CalibrationMethod,
     QuantFormat,
     QuantType,
-    quantize_dynamic,
     quantize_static,
 )
 
 from conversion.recipe import QuantizeConfig
 from conversion.runners import Batch, TextInput, tokenize
-
-# Fused graphs (Attention, SkipLayerNormalization, ...) carry outputs without inferred types.
-_EXTRA = {"DefaultTensorType": onnx.TensorProto.FLOAT}
+from conversion.token_quant import EXTRA_OPTIONS, quantize_per_token_int8
 
 
 class TextCalibrationReader(CalibrationDataReader):  # type: ignore[misc]
@@ -67,20 +65,6 @@ def matching_nodes(path: Path, patterns: Sequence[str]) -> list[str]:
     return [n.name for n in model.graph.node if any(c.search(n.name) for c in compiled)]
 
 
-def quantize_dynamic_int8(
-    in_path: Path, out_path: Path, *, per_channel: bool, exclude: Sequence[str] = ()
-) -> Path:
-    quantize_dynamic(
-        str(in_path),
-        str(out_path),
-        weight_type=QuantType.QInt8,
-        per_channel=per_channel,
-        nodes_to_exclude=list(exclude),
-        extra_options=_EXTRA,
-    )
-    return out_path
-
-
 def quantize_static_int8(
     in_path: Path,
     out_path: Path,
@@ -106,7 +90,7 @@ def quantize_static_int8(
             op_types_to_quantize=["MatMul"],
             nodes_to_exclude=list(exclude),
             calibrate_method=CalibrationMethod.MinMax,
-            extra_options={**_EXTRA, "ActivationSymmetric": False},
+            extra_options={**EXTRA_OPTIONS, "ActivationSymmetric": False},
         )
     return out_path
 
@@ -148,7 +132,7 @@ def _apply(
         return out_path
     exclude = matching_nodes(in_path, config.exclude_nodes)
     if config.method == "dynamic":
-        return quantize_dynamic_int8(in_path, out_path, per_channel=config.per_channel, exclude=exclude)
+        return quantize_per_token_int8(in_path, out_path, per_channel=config.per_channel, exclude=exclude)
     if config.method == "static":
         if reader is None:
             raise ValueError("static quantization needs a calibration reader")

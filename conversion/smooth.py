@@ -2,7 +2,8 @@
 
 The GELU outputs that feed each FFN down-projection have a few channels far larger than the rest (the
 sentiment student's layer 0: max 28 against a median channel max of 1.8). Dynamic int8 quantizes that input
-with one scale per tensor, so those channels set the step for all the others. Dividing input channel j by s_j
+with one scale per token (conversion/token_quant.py), a row of every channel, so those channels set the step
+for all the others. Dividing input channel j by s_j
 and multiplying the weight's column j by s_j leaves the fp32 product unchanged and moves the outliers into the
 weights, which are quantized per output channel:
 

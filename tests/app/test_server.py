@@ -316,7 +316,10 @@ def test_broken_and_inconsistent_versions_never_stop_serving(tiny_store: Path, t
         _publish_inconsistent(store, "review-sentiment", "1")  # v4
         _publish_copy(store, "product-embedder", "1")  # v2
         reload = c.post("/v1/models/reload", headers=ADMIN).json()
-        assert reload["changed"] == ["product-embedder/2"]
+        # The 0.2 s poll may have loaded product-embedder/2 (and tried v4) before this explicit reload.
+        assert set(reload["changed"]) <= {"product-embedder/2"}
+        served = {m["name"]: m["version"] for m in c.get("/v1/models").json()["models"]}
+        assert served["product-embedder"] == "2"
         assert ("review-sentiment", "4", "settings") in {
             (f["name"], f["version"], f["reason"]) for f in reload["failures"]
         }
@@ -326,8 +329,11 @@ def test_broken_and_inconsistent_versions_never_stop_serving(tiny_store: Path, t
             name = "inference_model_load_failures_total"
             return [metric_value(samples, name, name="review-sentiment", version=v) for v in ("2", "3", "4")]
 
-        after_reload = refusals()  # startup tried 2 and 3, the explicit reload retried them and tried 4
-        assert after_reload == [2, 2, 1]
+        # Startup tried 2 and 3, the explicit reload retried them and tried 4 (a second time if a poll
+        # had tried it first).
+        after_reload = refusals()
+        assert after_reload[:2] == [2, 2]
+        assert after_reload[2] in (1, 2)
         time.sleep(1.5)  # several polls
         assert refusals() == after_reload  # polling retries no refused version
         assert c.post("/v1/sentiment", json={"texts": REVIEWS}).json()["version"] == "1"

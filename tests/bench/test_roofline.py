@@ -34,14 +34,14 @@ def graphs(tiny_checkpoints: dict[str, Path], tmp_path_factory: pytest.TempPathF
     from conversion.checkpoint import load_checkpoint
     from conversion.export import export_onnx
     from conversion.optimize import optimize_onnx
-    from conversion.quantize import quantize_dynamic_int8
+    from conversion.token_quant import quantize_per_token_int8
 
     loaded = load_checkpoint(tiny_checkpoints["sequence-classification"], "sequence-classification")
     root = tmp_path_factory.mktemp("roofline-graphs")
     raw = export_onnx(loaded.module, root / "raw.onnx", vocab_size=loaded.config["vocab_size"])
     fused = root / "fused.onnx"
     optimize_onnx(raw, fused, num_heads=4, hidden_size=H)
-    int8 = quantize_dynamic_int8(fused, root / "int8.onnx", per_channel=True)
+    int8 = quantize_per_token_int8(fused, root / "int8.onnx")
     return {"raw": raw, "fused": fused, "int8": int8}
 
 

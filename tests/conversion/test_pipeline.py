@@ -61,7 +61,7 @@ def test_manifest_follows_the_store_contract(tiny_store: Path, tiny_checkpoints:
     assert op_counts(version / "model.onnx")["LayerNormalization"] == 4
     assert [(r["batch_size"], r["sequence_length"]) for r in m["benchmark"]["results"]] == [(1, 16), (4, 16)]
     assert m["size_bytes"] == (version / "model.onnx").stat().st_size < m["fp32_size_bytes"]
-    assert op_counts(version / "model.onnx").get("MatMulInteger", 0) > 0
+    assert op_counts(version / "model.onnx").get("MatMulIntegerToFloat", 0) > 0
     tokenizer = json.loads((version / "tokenizer.json").read_text())
     assert tokenizer["padding"] is None
     assert tokenizer["truncation"]["max_length"] == m["max_sequence_length"] == 64
