@@ -2,8 +2,8 @@
 
 onnxruntime's dynamic quantization (DynamicQuantizeLinear, DynamicQuantizeMatMul, QAttention) takes one scale
 per tensor from the whole padded batch: the company a text keeps in a micro-batch (a long review, 4,096 emoji,
-the padding they bring) moved the served student's score of "Great sound, fits well, and the case is sturdy."
-by 0.03 and flipped its label. Here every token row gets its own scale (symmetric, |x|max / 127, stored as
+the padding they bring) moved the served student's score of "Does exactly what it says. Would buy again." by
+0.03 and flipped its label. Here every token row gets its own scale (symmetric, |x|max / 127, stored as
 uint8 with zero point 128 for the U8S8 VNNI kernels), weights stay int8 per output channel, and the integer
 matrix multiply is onnxruntime's MatMulIntegerToFloat. A row's result then depends on that row alone, up to
 float rounding; attention never mixes in padded keys (masked), so a text's answer is the one it gets alone.

@@ -54,7 +54,7 @@ def test_a_texts_output_does_not_depend_on_its_batch(loaded_sentiment: Any, per_
     """The reason for per-token scales: with one scale per batch (onnxruntime's dynamic quantization) a long
     or extreme text in the same batch changes every other text's result."""
     session = ort_session(per_token)
-    text = "Great sound, fits well, and the case is sturdy."
+    text = "Does exactly what it says. Would buy again."
     alone = _logits(session, loaded_sentiment, [text])[0]
     loud = "WORST!!! " * 20 + "😀" * 40
     for company in ([loud, text], [text, "Ok"], [text, *TEXTS]):
