@@ -3,9 +3,8 @@
 The GELU outputs that feed each FFN down-projection have a few channels far larger than the rest (the
 sentiment student's layer 0: max 28 against a median channel max of 1.8). Dynamic int8 quantizes that input
 with one scale per token (conversion/token_quant.py), a row of every channel, so those channels set the step
-for all the others. Dividing input channel j by s_j
-and multiplying the weight's column j by s_j leaves the fp32 product unchanged and moves the outliers into the
-weights, which are quantized per output channel:
+for all the others. Dividing input channel j by s_j and multiplying the weight's column j by s_j leaves the
+fp32 product unchanged and moves the outliers into the weights, which are quantized per output channel:
 
     s_j = max|x_j| ** alpha / max|w_j| ** (1 - alpha)     (max|x_j| measured on calibration texts)
 

@@ -102,3 +102,11 @@ def test_reader_yields_batches_then_none(loaded_sentiment: Any) -> None:
     assert reader.get_next() is None
     reader.rewind()
     assert reader.get_next() is not None
+
+
+def test_excluded_nodes_stay_fp32(sentiment_graphs: dict[str, Path], tmp_path: Path) -> None:
+    config = QuantizeConfig(method="dynamic", exclude_nodes=[r"layer\.1/output/dense/MatMul"])
+    out = apply_precision(config, sentiment_graphs["optimized"], tmp_path / "mixed.onnx")
+    matmuls = [n.name for n in onnx.load(str(out)).graph.node if n.op_type == "MatMul"]
+    assert matmuls == ["/model/bert/encoder/layer.1/output/dense/MatMul"]
+    assert op_counts(out)["MatMulIntegerToFloat"] == 2 * 6 + 2 - 1

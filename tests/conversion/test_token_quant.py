@@ -62,14 +62,6 @@ def test_a_texts_output_does_not_depend_on_its_batch(loaded_sentiment: Any, per_
         np.testing.assert_allclose(together, alone, atol=2e-6)
 
 
-def test_excluded_nodes_keep_their_fp32_matmul(sentiment_graphs: dict[str, Path], tmp_path: Path) -> None:
-    name = "/model/bert/encoder/layer.1/output/dense/MatMul"
-    out = quantize_per_token_int8(sentiment_graphs["optimized"], tmp_path / "mixed.onnx", exclude=[name])
-    matmuls = [n.name for n in onnx.load(str(out)).graph.node if n.op_type == "MatMul"]
-    assert matmuls == [name]
-    assert op_counts(out)["MatMulIntegerToFloat"] == PROJECTIONS - 1
-
-
 @pytest.mark.parametrize("per_channel", [True, False])
 def test_weights_are_symmetric_int8_per_column_or_per_tensor(per_channel: bool) -> None:
     weight = np.array([[1.0, -0.5, 0.0], [-2.0, 0.25, 0.0]], dtype=np.float32)
