@@ -42,7 +42,7 @@ def test_product_embedder_is_int8_faithful_and_smaller(minilm_version: Path) -> 
     assert manifest["validation"]["parity"]["export"]["max_abs_diff"] < 1e-4
     assert manifest["optimization"]["fused_ops"]["Attention"] == 6
     assert manifest["optimization"]["fused_ops"]["EmbedLayerNormalization"] == 1
-    assert manifest["size_bytes"] < 0.45 * manifest["fp32_size_bytes"]
+    assert manifest["size_bytes"] < 0.3 * manifest["fp32_size_bytes"]
     metrics = {(m["dataset"], m["metric"]): m for m in manifest["validation"]["metrics"]}
     assert metrics[("wands", "ndcg@10_vs_source")]["artifact"] >= 0.98
     assert metrics[("wands+pool", "cosine_mean")]["artifact"] > 0.99
@@ -51,9 +51,8 @@ def test_product_embedder_is_int8_faithful_and_smaller(minilm_version: Path) -> 
     )  # the source model itself ranks real classes well
     counts = op_counts(minilm_version / "model.onnx")
     assert counts["MultiHeadAttention"] == 6
-    # Q, K, V + attention output + FFN up + FFN down per layer, but FFN down (6) and first/last FFN up (2)
-    # stay fp32.
-    assert counts["MatMulIntegerToFloat"] == 6 * 6 - 6 - 2
+    assert counts["MatMulIntegerToFloat"] == 6 * 6  # Q, K, V, attention output, FFN up, FFN down per layer
+    assert counts.get("MatMul", 0) == 0
     (row,) = manifest["benchmark"]["results"]
     assert row["speedup_vs_source"] > 0
 
