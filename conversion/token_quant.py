@@ -18,6 +18,7 @@ from __future__ import annotations
 import tempfile
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import onnx
@@ -68,13 +69,18 @@ class TokenQuantizer:
         self.weights = {init.name: init for init in self.graph.initializer}
         self.opset = next(o.version for o in model.opset_import if o.domain in ("", "ai.onnx"))
         self._quantized: dict[str, tuple[str, str]] = {}
-        self._new_inits: list[onnx.TensorProto] = []
-        self._constants_added = False
+        # Shared constants; _drop_unused_initializers removes those a graph ends up not reading.
+        self._new_inits: list[onnx.TensorProto] = [
+            numpy_helper.from_array(np.array(1.0, dtype=np.float32), "token_quant/one"),
+            numpy_helper.from_array(np.array(128, dtype=np.uint8), "token_quant/zero_point"),
+            numpy_helper.from_array(np.array(0, dtype=np.int8), "token_quant/weight_zero_point"),
+            numpy_helper.from_array(np.array(1.0 / 127.0, dtype=np.float32), "token_quant/inv127"),
+            numpy_helper.from_array(np.array(1e-12, dtype=np.float32), "token_quant/tiny"),
+            numpy_helper.from_array(np.array([-1], dtype=np.int64), "token_quant/last_axis"),
+        ]
 
-    def rewrite(self) -> int:
-        """Returns how many nodes were replaced."""
+    def rewrite(self) -> None:
         nodes: list[onnx.NodeProto] = []
-        replaced = 0
         for node in self.graph.node:
             if node.name in self.exclude:
                 nodes.append(node)
@@ -84,13 +90,10 @@ class TokenQuantizer:
                 and self._constant_2d(node.input[1])
             ):
                 nodes.extend(self._matmul(node))
-                replaced += 1
             elif node.op_type == "Gemm" and self._plain_gemm(node):
                 nodes.extend(self._gemm(node))
-                replaced += 1
             elif node.op_type == "Attention" and node.domain == MS_DOMAIN:
                 nodes.extend(self._attention(node))
-                replaced += 1
             else:
                 nodes.append(node)
         del self.graph.node[:]
@@ -99,7 +102,6 @@ class TokenQuantizer:
         self._drop_unused_initializers()
         if not any(o.domain == MS_DOMAIN for o in self.model.opset_import):
             self.model.opset_import.append(helper.make_opsetid(MS_DOMAIN, 1))
-        return replaced
 
     def _constant_2d(self, name: str) -> bool:
         init = self.weights.get(name)
@@ -111,16 +113,15 @@ class TokenQuantizer:
 
     def _plain_gemm(self, node: onnx.NodeProto) -> bool:
         """Y = X @ B (or B transposed) + C, with constant B and C (a Linear over [batch, features])."""
-        attrs = {a.name: helper.get_attribute_value(a) for a in node.attribute}
+        attrs = _attributes(node)
         scaled = attrs.get("alpha", 1.0) != 1.0 or attrs.get("beta", 1.0) != 1.0
         plain = not scaled and not attrs.get("transA", 0)
         bias = node.input[2] if len(node.input) > 2 else ""
         return plain and self._constant_2d(node.input[1]) and (not bias or bias in self.weights)
 
     def _gemm(self, node: onnx.NodeProto) -> list[onnx.NodeProto]:
-        attrs = {a.name: helper.get_attribute_value(a) for a in node.attribute}
         weight = numpy_helper.to_array(self.weights[node.input[1]])
-        if attrs.get("transB", 0):
+        if _attributes(node).get("transB", 0):
             weight = weight.T
         base = node.name or node.output[0]
         bias = node.input[2] if len(node.input) > 2 else ""
@@ -135,17 +136,23 @@ class TokenQuantizer:
         """x [..., K] @ weight [K, N] with x quantized per row and weight per column."""
         nodes, x_q, x_scale = self._quantize_rows(x)
         w_q, w_scale = quantize_columns(weight, per_channel=self.per_channel)
-        names = (f"{base}/w_int8", f"{base}/w_scale", f"{base}/w_zero")
+        w_q_name, w_scale_name = f"{base}/w_int8", f"{base}/w_scale"
         self._new_inits += [
-            numpy_helper.from_array(w_q, names[0]),
-            numpy_helper.from_array(w_scale, names[1]),
-            numpy_helper.from_array(np.array(0, dtype=np.int8), names[2]),
+            numpy_helper.from_array(w_q, w_q_name),
+            numpy_helper.from_array(w_scale, w_scale_name),
         ]
         # A scale of shape [..., rows, 1] as A's scale: onnxruntime multiplies each output row by it.
         nodes.append(
             helper.make_node(
                 "MatMulIntegerToFloat",
-                [x_q, names[0], x_scale, names[1], "token_quant/zero_point", names[2]],
+                [
+                    x_q,
+                    w_q_name,
+                    x_scale,
+                    w_scale_name,
+                    "token_quant/zero_point",
+                    "token_quant/weight_zero_point",
+                ],
                 [out],
                 name=f"{base}/int8",
                 domain=MS_DOMAIN,
@@ -157,7 +164,6 @@ class TokenQuantizer:
         """Nodes (none when `x` was already quantized) and the names of x's uint8 copy and row scales."""
         if x in self._quantized:
             return [], *self._quantized[x]
-        self._add_constants()
         base = f"token_quant/{len(self._quantized)}"
         absmax = f"{base}/absmax"
         if self.opset >= 18:
@@ -181,18 +187,6 @@ class TokenQuantizer:
         self._quantized[x] = (x_q, scale)
         return nodes, x_q, scale
 
-    def _add_constants(self) -> None:
-        if self._constants_added:
-            return
-        self._constants_added = True
-        self._new_inits += [
-            numpy_helper.from_array(np.array(1.0, dtype=np.float32), "token_quant/one"),
-            numpy_helper.from_array(np.array(128, dtype=np.uint8), "token_quant/zero_point"),
-            numpy_helper.from_array(np.array(1.0 / 127.0, dtype=np.float32), "token_quant/inv127"),
-            numpy_helper.from_array(np.array(1e-12, dtype=np.float32), "token_quant/tiny"),
-            numpy_helper.from_array(np.array([-1], dtype=np.int64), "token_quant/last_axis"),
-        ]
-
     def _attention(self, node: onnx.NodeProto) -> list[onnx.NodeProto]:
         """Attention(x, W_qkv, b_qkv, mask_index) -> quantized x @ W_q, x @ W_k, x @ W_v and
         MultiHeadAttention(q, k, v, b_qkv, key_padding_mask): the same computation with the projections in
@@ -201,7 +195,7 @@ class TokenQuantizer:
         x, weight_name, bias, mask = inputs[:4]
         if any(inputs[4:]) or not self._constant_2d(weight_name):
             raise ValueError(f"{node.name}: only Attention(input, weights, bias, mask_index) is supported")
-        attrs = {a.name: helper.get_attribute_value(a) for a in node.attribute}
+        attrs = _attributes(node)
         if attrs.get("unidirectional", 0) or attrs.get("do_rotary", 0):
             raise ValueError(f"{node.name}: unidirectional or rotary attention is not supported")
         weight = numpy_helper.to_array(self.weights[weight_name])
@@ -237,6 +231,10 @@ class TokenQuantizer:
         kept = [init for init in self.graph.initializer if init.name in used]
         del self.graph.initializer[:]
         self.graph.initializer.extend(kept)
+
+
+def _attributes(node: onnx.NodeProto) -> dict[str, Any]:
+    return {a.name: helper.get_attribute_value(a) for a in node.attribute}
 
 
 def quantize_columns(weight: np.ndarray, *, per_channel: bool = True) -> tuple[np.ndarray, np.ndarray]:
