@@ -52,11 +52,23 @@ def _add_build(sub: Any) -> None:
     p.set_defaults(func=_cmd_build)
 
 
+def _ensure_source(recipe: Any) -> None:
+    """Trains the recipe's source first when it is a checkpoint trained here (conversion/teachers.py) and is
+    missing, unfinished or trained with other settings."""
+    from conversion.teachers import TEACHERS
+
+    trained = TEACHERS.get(recipe.source)
+    if trained is not None:
+        trained.ensure(REPO_ROOT)
+
+
 def _cmd_build(args: argparse.Namespace) -> int:
     from conversion.pipeline import build
     from conversion.recipe import load_recipe
 
-    path = build(load_recipe(args.recipe), args.store, quiet=args.quiet)
+    recipe = load_recipe(args.recipe)
+    _ensure_source(recipe)
+    path = build(recipe, args.store, quiet=args.quiet)
     print(path)
     return 0
 
@@ -76,7 +88,6 @@ def _cmd_build_defaults(args: argparse.Namespace) -> int:
     from conversion.pipeline import build
     from conversion.recipe import load_recipe
     from conversion.store import list_store
-    from conversion.teachers import TEACHERS
 
     for default in DEFAULT_MODELS:
         recipe = load_recipe(args.recipes / default.recipe)
@@ -87,9 +98,7 @@ def _cmd_build_defaults(args: argparse.Namespace) -> int:
         if existing:
             print(f"{recipe.name}: version {existing[-1]} exists in {args.store}, not rebuilt")
             continue
-        teacher = TEACHERS.get(recipe.source)
-        if teacher is not None:
-            teacher.ensure(REPO_ROOT)
+        _ensure_source(recipe)
         try:
             print(build(recipe, args.store, base_dir=REPO_ROOT))
         except ValidationGateError as missed:

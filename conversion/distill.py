@@ -28,6 +28,7 @@ from conversion.data import DataError
 from conversion.data.sentiment import TrainingMix, refuse_validation_set
 from conversion.finetune import length_grouped_batches
 from conversion.kinds import ModelKind
+from conversion.training import optimizer_step
 
 
 class DistillConfig(BaseModel):
@@ -236,13 +237,7 @@ def recover_by_distillation(
                     cfg,
                     label_tensor[idx].to(device) if label_tensor is not None else None,
                 )
-                loss.backward()  # type: ignore[no-untyped-call]
-                torch.nn.utils.clip_grad_norm_(params, 1.0)
-                optimizer.step()
-                schedule.step()
-                optimizer.zero_grad(set_to_none=True)
-                bar.update(1)
-                bar.set_postfix(loss=f"{loss.item():.4f}")
+                optimizer_step(loss, params, optimizer, schedule, bar)
     if frozen is not None:
         frozen.requires_grad_(True)
     for p, wanted in zip(teacher.parameters(), teacher_grad, strict=True):

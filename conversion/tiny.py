@@ -251,6 +251,7 @@ def tiny_recipe_data(kind: ModelKind, source: Path, name: str | None = None) -> 
             "batch_size": 32,
             "sentiment": {"max_examples": 48, "accuracy_drop_budget": 100.0, "min_balanced_accuracy": None},
             "ranking": {"queries": 16, "pool_reviews": 16, "ndcg_budget": 0.0},
+            "relevance": {"queries": 24, "ndcg_drop_budget": 1.0, "baselines": ["bm25"]},
             "recommendation": {"enabled": False},
             "cross_encoder": {"queries": 8, "candidates": 5, "ndcg_budget": 0.0},
         },

@@ -10,13 +10,15 @@ from typing import Any, Literal
 
 import numpy as np
 
+from conversion.data.homedepot import load_homedepot
 from conversion.data.movielens import MovieLensSet, load_movielens
 from conversion.data.ranking import load_ranking
 from conversion.data.sentiment import LABEL_NAMES, load_sentiment
 from conversion.errors import ConversionError
 from conversion.metrics import classification_scores
 from conversion.parity import row_cosine
-from conversion.recipe import Recipe
+from conversion.recipe import UNTUNED_SOURCE, Recipe, package_source_path
+from conversion.relevance import SETTINGS, RelevanceSet, Setting, bm25_scores, embedding_scores, ndcg_at_k
 from conversion.runners import BatchFn, TextInput, ort_batch_fn, ort_session, run_texts, torch_batch_fn
 
 BudgetKind = Literal["max_drop", "min", "none"]
@@ -73,6 +75,9 @@ def format_table(report: ValidationReport) -> str:
         lines.append(
             f"{m.dataset:<29} {m.metric:<18} {numbers} {budget:>12}  " + ("yes" if m.passed else "NO")
         )
+    for name, scores in report.extra.get("baselines", {}).items():
+        numbers = ", ".join(f"homedepot-{setting} ndcg@10 {value:.4f}" for setting, value in scores.items())
+        lines.append(f"baseline {name}: {numbers}")
     balance = report.extra.get("class_balance")
     if balance:
         counts = "; ".join(f"{name} " + "/".join(str(n) for n in c.values()) for name, c in balance.items())
@@ -185,9 +190,68 @@ def validate_bi_encoder(pair: _Pair, recipe: Recipe) -> ValidationReport:
     a_hits = np.mean([hit_and_ndcg(a_scores[n], t)[0] for n, t in labelled]) if labelled else 0.0
     metrics.append(metric("wands", "class_hit@10", float(s_hits), float(a_hits), None, "none"))
     report = ValidationReport(metrics)
+    if recipe.validation.relevance.enabled:
+        relevance_metrics, baselines = _relevance(pair, recipe)
+        report.metrics.extend(relevance_metrics)
+        report.extra["baselines"] = baselines
     if recipe.validation.recommendation.enabled:
         report.metrics.extend(_movielens(pair, recipe))
     return report
+
+
+def _relevance(pair: _Pair, recipe: Recipe) -> tuple[list[Metric], dict[str, dict[Setting, float]]]:
+    """Home Depot NDCG@10 of source and artifact in both settings, and of the baselines beside them."""
+    cfg = recipe.validation.relevance
+    data = RelevanceSet.from_judgements(load_homedepot("validation", cfg.queries, cfg.seed))
+    q_src, q_art = pair.run(data.queries, "home depot queries")
+    t_src, t_art = pair.run(data.catalog, "home depot titles")
+    source = ndcg_at_k(data, embedding_scores(q_src, t_src))
+    artifact = ndcg_at_k(data, embedding_scores(q_art, t_art))
+    baselines: dict[str, dict[Setting, float]] = {}
+    for name in cfg.baselines:
+        if name == "bm25":
+            baselines[name] = ndcg_at_k(data, bm25_scores(data.queries, data.catalog))
+        elif recipe.source == UNTUNED_SOURCE:
+            baselines[name] = dict(source)
+        else:
+            baselines[name] = ndcg_at_k(data, _untuned_scores(data, pair.kwargs))
+    metrics = [
+        metric(
+            f"homedepot-{setting}",
+            "ndcg@10",
+            source[setting],
+            artifact[setting],
+            cfg.ndcg_drop_budget,
+            "max_drop",
+        )
+        for setting in SETTINGS
+    ]
+    if cfg.must_beat_baselines:
+        metrics += [
+            metric(
+                f"homedepot-{setting}",
+                f"ndcg@10_vs_{name}",
+                scores[setting],
+                artifact[setting],
+                0.0,
+                "max_drop",
+            )
+            for name, scores in baselines.items()
+            for setting in SETTINGS
+        ]
+    return metrics, baselines
+
+
+def _untuned_scores(data: RelevanceSet, kwargs: dict[str, Any]) -> np.ndarray:
+    from conversion.checkpoint import load_checkpoint
+
+    untuned = load_checkpoint(package_source_path(UNTUNED_SOURCE), "bi-encoder")
+    run = torch_batch_fn(untuned.module)
+    vectors = [
+        run_texts(run, untuned.tokenizer, texts, desc=f"{what} (untuned MiniLM)", **kwargs)
+        for texts, what in ((data.queries, "home depot queries"), (data.catalog, "home depot titles"))
+    ]
+    return embedding_scores(*vectors)
 
 
 def _movielens(pair: _Pair, recipe: Recipe) -> list[Metric]:

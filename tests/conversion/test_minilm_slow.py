@@ -25,6 +25,7 @@ def minilm_version(tmp_path_factory: pytest.TempPathFactory) -> Path:
                     "ranking": recipe.validation.ranking.model_copy(
                         update={"queries": 96, "pool_reviews": 200}
                     ),
+                    "relevance": recipe.validation.relevance.model_copy(update={"queries": 300}),
                     "recommendation": recipe.validation.recommendation.model_copy(update={"users": 40}),
                 }
             ),
@@ -49,6 +50,14 @@ def test_product_embedder_is_int8_faithful_and_smaller(minilm_version: Path) -> 
     assert (
         metrics[("wands", "class_hit@10")]["source"] > 0.5
     )  # the source model itself ranks real classes well
+    # Home Depot: the untuned MiniLM ranks judged products far above chance, int8 keeps its ranking, and BM25
+    # is measured beside it.
+    for setting in ("rerank", "catalog"):
+        own = metrics[(f"homedepot-{setting}", "ndcg@10")]
+        assert abs(own["artifact"] - own["source"]) <= 0.01
+    assert metrics[("homedepot-catalog", "ndcg@10")]["source"] > 0.3
+    assert set(manifest["validation"]["baselines"]) == {"bm25", "untuned-minilm"}
+    assert manifest["validation"]["baselines"]["bm25"]["catalog"] > 0.3
     counts = op_counts(minilm_version / "model.onnx")
     assert counts["MultiHeadAttention"] == 6
     assert counts["MatMulIntegerToFloat"] == 6 * 6  # Q, K, V, attention output, FFN up, FFN down per layer

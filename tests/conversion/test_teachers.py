@@ -1,3 +1,4 @@
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -7,7 +8,7 @@ from conversion import finetune
 from conversion.checkpoint_dir import MARKER, is_complete, write_checkpoint
 from conversion.data.sentiment import TrainingMix
 from conversion.finetune import FinetuneConfig
-from conversion.teachers import SENTIMENT_TEACHER, TEACHERS, Teacher
+from conversion.teachers import SEARCH_ENCODER, SENTIMENT_TEACHER, TEACHERS, SearchEncoder, Teacher
 from conversion.tiny import make_tiny_checkpoint
 
 
@@ -25,10 +26,10 @@ def test_a_teacher_is_trained_again_unless_complete_and_trained_as_wanted(
 
     monkeypatch.setattr(finetune, "finetune", fake_finetune)
     teacher = Teacher(
-        "checkpoints/t",
-        TrainingMix(sets={"sst2_train": 10}),
-        FinetuneConfig.model_validate({"max_length": 16}),
-        "a test teacher",
+        checkpoint="checkpoints/t",
+        about="a test teacher",
+        mix=TrainingMix(sets={"sst2_train": 10}),
+        settings=FinetuneConfig.model_validate({"max_length": 16}),
     )
     path = teacher.ensure(tmp_path)
     assert path == tmp_path / "checkpoints" / "t"
@@ -42,18 +43,16 @@ def test_a_teacher_is_trained_again_unless_complete_and_trained_as_wanted(
     assert f"is unfinished (no valid {MARKER})" in capsys.readouterr().err
     assert len(runs) == 2
 
-    changed = Teacher(
-        teacher.checkpoint, teacher.mix, FinetuneConfig.model_validate({"max_length": 32}), teacher.about
-    )
+    changed = replace(teacher, settings=FinetuneConfig.model_validate({"max_length": 32}))
     changed.ensure(tmp_path)
     assert "was trained with other settings or data" in capsys.readouterr().err
-    other_mix = Teacher(teacher.checkpoint, TrainingMix(sets={"sst2_train": 11}), changed.settings, "")
+    other_mix = replace(changed, mix=TrainingMix(sets={"sst2_train": 11}))
     other_mix.ensure(tmp_path)
     assert [cfg.max_length for _, cfg in runs] == [16, 16, 32, 32]
     assert runs[-1][0].sets == {"sst2_train": 11}
 
 
-def test_the_default_recipes_name_the_sentiment_teacher() -> None:
+def test_the_recipes_name_the_sentiment_teacher_and_the_search_encoder() -> None:
     from conversion.cli import DEFAULT_MODELS, RECIPES_DIR
     from conversion.recipe import load_recipe
 
@@ -61,9 +60,22 @@ def test_the_default_recipes_name_the_sentiment_teacher() -> None:
     sources = {load_recipe(RECIPES_DIR / name).source for name in recipes}
     assert SENTIMENT_TEACHER.checkpoint in sources
     assert TEACHERS[SENTIMENT_TEACHER.checkpoint] is SENTIMENT_TEACHER
+    assert load_recipe(RECIPES_DIR / "product-embedder.search.yaml").source == SEARCH_ENCODER.checkpoint
+    assert TEACHERS[SEARCH_ENCODER.checkpoint] is SEARCH_ENCODER
     assert set(SENTIMENT_TEACHER.mix.sets) == {
         "sst2_train",
         "amazon_multidomain_train",
         "amazon_earphones",
         "amazon_sandisk",
     }
+
+
+def test_the_search_encoder_is_reused_only_when_trained_with_its_settings() -> None:
+    from conversion.contrastive import ContrastiveConfig
+
+    encoder = SearchEncoder(checkpoint="checkpoints/s", about="a test encoder", settings=ContrastiveConfig())
+    settings = encoder.settings.model_dump(mode="json")
+    assert encoder.trained_as_wanted({"trained_by": "contrastive", "settings": settings})
+    assert not encoder.trained_as_wanted({"trained_by": "finetune", "settings": settings})
+    other = ContrastiveConfig(lr=1e-3).model_dump(mode="json")
+    assert not encoder.trained_as_wanted({"trained_by": "contrastive", "settings": other})

@@ -121,7 +121,37 @@ def test_bi_encoder_gate_fails_past_its_budget(loaded_embedder: Any, tmp_path: P
     failed = [m for m in report.metrics if not m.passed]
     assert [(m.dataset, m.metric) for m in failed] == [("wands+pool", "cosine_mean")]
     assert not report.passed
-    assert {m.dataset for m in report.metrics} == {"wands+pool", "wands", "movielens-100k"}
+    assert {m.dataset for m in report.metrics} == {
+        "wands+pool",
+        "wands",
+        "homedepot-rerank",
+        "homedepot-catalog",
+        "movielens-100k",
+    }
     fp32_report = validate_artifact(loaded_embedder, fp32, parse_recipe(data))
     cosine = next(m for m in fp32_report.metrics if m.metric == "cosine_mean")
     assert cosine.artifact == pytest.approx(1.0, abs=1e-6)
+
+
+def test_search_quality_is_measured_against_judgements_and_baselines(
+    loaded_embedder: Any, tmp_path: Path
+) -> None:
+    from conversion.export import export_onnx
+
+    fp32 = export_onnx(
+        loaded_embedder.module, tmp_path / "e.onnx", vocab_size=loaded_embedder.config["vocab_size"]
+    )
+    data = tiny_recipe_data("bi-encoder", Path("unused"))
+    data["validation"]["relevance"]["must_beat_baselines"] = True  # type: ignore[index]
+    report = validate_artifact(loaded_embedder, fp32, parse_recipe(data))
+    by_name = {(m.dataset, m.metric): m for m in report.metrics}
+    for setting in ("rerank", "catalog"):
+        own = by_name[f"homedepot-{setting}", "ndcg@10"]
+        assert own.artifact == pytest.approx(own.source, abs=1e-6)  # fp32 export: the source's ranking
+        assert own.passed
+        versus = by_name[f"homedepot-{setting}", "ndcg@10_vs_bm25"]
+        assert versus.source == report.extra["baselines"]["bm25"][setting]
+    # A random tiny encoder finds other queries' titles no worse than their own; BM25 matches the words.
+    assert not by_name["homedepot-catalog", "ndcg@10_vs_bm25"].passed
+    assert not report.passed
+    assert "baseline bm25: homedepot-rerank ndcg@10" in format_table(report)

@@ -1,0 +1,61 @@
+import numpy as np
+import pytest
+
+from conversion.data.homedepot import JudgedQuery, load_homedepot
+from conversion.relevance import RelevanceSet, bm25_scores, ndcg_at_k
+
+JUDGED = [
+    JudgedQuery(
+        "cordless drill", ["DeWalt 20V Cordless Drill", "Drill Bit Set", "Garden Hose"], [3.0, 2.0, 1.0]
+    ),
+    JudgedQuery("garden hose", ["Garden Hose", "Hose Nozzle"], [3.0, 2.33]),
+    JudgedQuery("paint", ["White Paint"], [3.0]),  # one title: no ranking to judge
+    JudgedQuery("lamp", ["Desk Lamp", "Floor Lamp"], [1.0, 1.0]),  # nothing relevant: NDCG undefined
+]
+
+
+def test_a_relevance_set_keeps_rankable_queries_and_one_catalog_of_their_titles() -> None:
+    data = RelevanceSet.from_judgements(JUDGED)
+    assert data.queries == ["cordless drill", "garden hose"]
+    assert data.catalog == sorted(
+        {"DeWalt 20V Cordless Drill", "Drill Bit Set", "Garden Hose", "Hose Nozzle"}
+    )
+    drill = dict(zip((data.catalog[i] for i in data.judged[0]), data.gains[0], strict=True))
+    assert drill == {"DeWalt 20V Cordless Drill": 2.0, "Drill Bit Set": 1.0, "Garden Hose": 0.0}
+
+
+def test_ndcg_is_one_for_the_judged_order_and_the_catalog_setting_punishes_other_queries_titles() -> None:
+    data = RelevanceSet.from_judgements(JUDGED)
+    perfect = np.zeros((2, len(data.catalog)))
+    for q, (judged, gains) in enumerate(zip(data.judged, data.gains, strict=True)):
+        perfect[q, judged] = gains + 1.0
+    assert ndcg_at_k(data, perfect) == pytest.approx({"rerank": 1.0, "catalog": 1.0})
+
+    intruder = perfect.copy()
+    intruder[0, data.catalog.index("Hose Nozzle")] = 10.0  # another query's title tops "cordless drill"
+    scores = ndcg_at_k(data, intruder)
+    assert scores["rerank"] == pytest.approx(1.0)  # not among the judged titles: reranking cannot see it
+    assert scores["catalog"] < 1.0
+
+    reversed_scores = ndcg_at_k(data, -perfect)
+    assert reversed_scores["rerank"] < 1.0
+    with pytest.raises(ValueError, match="scores"):
+        ndcg_at_k(data, perfect[:1])
+
+
+def test_bm25_ranks_the_title_sharing_the_query_words_first() -> None:
+    catalog = ["Garden Hose 50 ft.", "Cordless Drill Kit", "Drills and drill bits", "LED Desk Lamp"]
+    scores = bm25_scores(["cordless drill", "the of and"], catalog)
+    assert scores.shape == (2, 4)
+    assert int(np.argmax(scores[0])) == 1
+    assert scores[0, 2] > 0  # "drills" meets "drill" through stemming
+    assert scores[0, 0] == scores[0, 3] == 0
+    assert not scores[1].any()  # stop words only
+
+
+def test_bm25_beats_chance_on_the_real_validation_queries() -> None:
+    data = RelevanceSet.from_judgements(load_homedepot("validation", max_queries=200))
+    bm25 = ndcg_at_k(data, bm25_scores(data.queries, data.catalog))
+    chance = ndcg_at_k(data, np.random.default_rng(0).random((len(data.queries), len(data.catalog))))
+    assert bm25["catalog"] > chance["catalog"] + 0.3
+    assert bm25["rerank"] > chance["rerank"]
