@@ -13,10 +13,13 @@ import sys
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, get_args
+from typing import TYPE_CHECKING, Any, get_args
 
 from conversion.errors import ConversionError, StoreError, ValidationGateError
 from conversion.kinds import ModelKind
+
+if TYPE_CHECKING:
+    from conversion.recipe import Recipe
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 RECIPES_DIR = REPO_ROOT / "model_store" / "recipes"
@@ -52,7 +55,7 @@ def _add_build(sub: Any) -> None:
     p.set_defaults(func=_cmd_build)
 
 
-def _ensure_source(recipe: Any) -> None:
+def _ensure_source(recipe: Recipe) -> None:
     """Trains the recipe's source first when it is a checkpoint trained here (conversion/teachers.py) and is
     missing, unfinished or trained with other settings."""
     from conversion.teachers import TEACHERS

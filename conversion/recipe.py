@@ -9,6 +9,7 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from conversion.data.interactions import CATALOGS, Catalog, Split
 from conversion.data.sentiment import VALIDATION_SETS, ValidationSet
 from conversion.distill import DistillConfig
 from conversion.errors import RecipeError
@@ -106,6 +107,12 @@ class RecommendationValidation(_Strict):
     negatives: int = Field(default=99, ge=1)
     seed: int = 0
     hr_drop_budget: float = Field(default=0.02, ge=0, description="absolute HR@10 drop")
+    catalogs: list[Catalog] = Field(
+        default_factory=lambda: list(CATALOGS),
+        description="next-item HR@10 / NDCG@10 reported on these (conversion/recommendation.py), both "
+        "protocols, beside random, popularity and co-occurrence",
+    )
+    split: Split = "validation"
 
 
 class CrossEncoderValidation(_Strict):

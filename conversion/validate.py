@@ -11,6 +11,7 @@ from typing import Any, Literal
 import numpy as np
 
 from conversion.data.homedepot import load_homedepot
+from conversion.data.interactions import load_interactions
 from conversion.data.movielens import MovieLensSet, load_movielens
 from conversion.data.ranking import load_ranking
 from conversion.data.sentiment import LABEL_NAMES, load_sentiment
@@ -18,6 +19,10 @@ from conversion.errors import ConversionError
 from conversion.metrics import classification_scores
 from conversion.parity import row_cosine
 from conversion.recipe import UNTUNED_SOURCE, Recipe, package_source_path
+from conversion.recommendation import BASELINES as REC_BASELINES
+from conversion.recommendation import PROTOCOLS as REC_PROTOCOLS
+from conversion.recommendation import RecommendationTask, baseline_scores, content_scores
+from conversion.recommendation import report as rec_report
 from conversion.relevance import SETTINGS, RelevanceSet, Setting, bm25_scores, embedding_scores, ndcg_at_k
 from conversion.runners import BatchFn, TextInput, ort_batch_fn, ort_session, run_texts, torch_batch_fn
 
@@ -77,6 +82,9 @@ def format_table(report: ValidationReport) -> str:
         )
     for name, scores in report.extra.get("baselines", {}).items():
         numbers = ", ".join(f"homedepot-{setting} ndcg@10 {value:.4f}" for setting, value in scores.items())
+        lines.append(f"baseline {name}: {numbers}")
+    for name, cells in report.extra.get("recommendation_baselines", {}).items():
+        numbers = ", ".join(f"{cell} hr@10 {hr:.4f} ndcg@10 {ndcg:.4f}" for cell, (hr, ndcg) in cells.items())
         lines.append(f"baseline {name}: {numbers}")
     balance = report.extra.get("class_balance")
     if balance:
@@ -196,7 +204,34 @@ def validate_bi_encoder(pair: _Pair, recipe: Recipe) -> ValidationReport:
         report.extra["baselines"] = baselines
     if recipe.validation.recommendation.enabled:
         report.metrics.extend(_movielens(pair, recipe))
+        next_item, recommenders = _next_item(pair, recipe)
+        report.metrics.extend(next_item)
+        report.extra["recommendation_baselines"] = recommenders
     return report
+
+
+def _next_item(pair: _Pair, recipe: Recipe) -> tuple[list[Metric], dict[str, dict[str, list[float]]]]:
+    """Next-item HR@10 / NDCG@10 of the source's and the artifact's embeddings as a content recommender
+    (reported, not gated), and of the baselines, on every catalog in both protocols."""
+    cfg = recipe.validation.recommendation
+    metrics: list[Metric] = []
+    baselines: dict[str, dict[str, list[float]]] = {name: {} for name in REC_BASELINES}
+    for catalog in cfg.catalogs:
+        task = RecommendationTask.build(
+            load_interactions(catalog), cfg.split, cfg.negatives, cfg.seed, cfg.users
+        )
+        src, art = pair.run(task.texts, f"{catalog} items")
+        s = rec_report(task, content_scores(task, src, cfg.history))
+        a = rec_report(task, content_scores(task, art, cfg.history))
+        for protocol in REC_PROTOCOLS:
+            for n, name in enumerate(("hr@10", "ndcg@10")):
+                metrics.append(
+                    metric(f"{catalog}/{protocol}", name, s[protocol][n], a[protocol][n], None, "none")
+                )
+        for name in REC_BASELINES:
+            scored = rec_report(task, baseline_scores(task, name, cfg.seed))
+            baselines[name].update({f"{catalog}/{p}": list(scored[p]) for p in REC_PROTOCOLS})
+    return metrics, baselines
 
 
 def _relevance(pair: _Pair, recipe: Recipe) -> tuple[list[Metric], dict[str, dict[Setting, float]]]:

@@ -31,18 +31,29 @@ def movielens_dir() -> Path:
     return Path(spec.submodule_search_locations[0]) / "dataset_example" / "ml-100k"
 
 
+def movielens_items() -> dict[str, str]:
+    """Item id -> "Title (Year) (Genre, Genre)"."""
+    return {
+        row["item_id:token"]: f"{row['movie_title:token_seq']} ({row['class:token_seq'].replace(' ', ', ')})"
+        for row in read_tsv(movielens_dir() / "ml-100k.item")
+    }
+
+
+def movielens_ratings() -> list[tuple[str, str, float]]:
+    """(user id, item id, timestamp) of every rating."""
+    return [
+        (row["user_id:token"], row["item_id:token"], float(row["timestamp:float"]))
+        for row in read_tsv(movielens_dir() / "ml-100k.inter")
+    ]
+
+
 def load_movielens(
     max_users: int | None = None, history: int = 20, negatives: int = 99, seed: int = 0
 ) -> MovieLensSet:
-    folder = movielens_dir()
-    items = read_tsv(folder / "ml-100k.item")
-    item_text = {
-        row["item_id:token"]: f"{row['movie_title:token_seq']} ({row['class:token_seq'].replace(' ', ', ')})"
-        for row in items
-    }
+    item_text = movielens_items()
     by_user: dict[str, list[tuple[float, str]]] = defaultdict(list)
-    for row in read_tsv(folder / "ml-100k.inter"):
-        by_user[row["user_id:token"]].append((float(row["timestamp:float"]), row["item_id:token"]))
+    for user, item, timestamp in movielens_ratings():
+        by_user[user].append((timestamp, item))
     rng = random.Random(seed)
     all_items = sorted(item_text, key=int)
     users = sorted(by_user, key=int)

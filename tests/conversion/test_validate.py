@@ -127,7 +127,13 @@ def test_bi_encoder_gate_fails_past_its_budget(loaded_embedder: Any, tmp_path: P
         "homedepot-rerank",
         "homedepot-catalog",
         "movielens-100k",
+        "amazon-office/sampled",
+        "amazon-office/full",
+        "movielens-100k/sampled",
+        "movielens-100k/full",
     }
+    assert set(report.extra["recommendation_baselines"]) == {"random", "popularity", "co-occurrence"}
+    assert "baseline co-occurrence: amazon-office/sampled hr@10" in format_table(report)
     fp32_report = validate_artifact(loaded_embedder, fp32, parse_recipe(data))
     cosine = next(m for m in fp32_report.metrics if m.metric == "cosine_mean")
     assert cosine.artifact == pytest.approx(1.0, abs=1e-6)
