@@ -79,3 +79,44 @@ def test_the_search_encoder_is_reused_only_when_trained_with_its_settings() -> N
     assert not encoder.trained_as_wanted({"trained_by": "finetune", "settings": settings})
     other = ContrastiveConfig(lr=1e-3).model_dump(mode="json")
     assert not encoder.trained_as_wanted({"trained_by": "contrastive", "settings": other})
+
+
+def test_cli_build_trains_a_missing_source_before_building(
+    tiny_checkpoints: dict[str, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import shutil
+
+    import yaml
+
+    from conversion import cli, teachers
+    from conversion.contrastive import ContrastiveConfig
+    from conversion.tiny import tiny_recipe_data
+
+    trained: list[Path] = []
+
+    class CopiedEncoder(SearchEncoder):
+        def train(self, base: Path, out: Path) -> Path:  # the tiny encoder stands in for a fine-tune
+            settings = {"trained_by": "contrastive", "settings": self.settings.model_dump(mode="json")}
+            trained.append(out)
+            return write_checkpoint(
+                out,
+                settings,
+                lambda f: shutil.copytree(tiny_checkpoints["bi-encoder"], f, dirs_exist_ok=True),
+            )
+
+    encoder = CopiedEncoder(
+        checkpoint="checkpoints/search", about="a test encoder", settings=ContrastiveConfig()
+    )
+    monkeypatch.setattr(teachers, "TEACHERS", {encoder.checkpoint: encoder})
+    monkeypatch.setattr(cli, "REPO_ROOT", tmp_path)
+    data = tiny_recipe_data("bi-encoder", tmp_path / encoder.checkpoint)
+    data["source"] = encoder.checkpoint
+    recipe = tmp_path / "r.yaml"
+    recipe.write_text(yaml.safe_dump(data))
+    monkeypatch.chdir(tmp_path)  # the recipe's relative source resolves against the working folder
+
+    assert cli.main(["build", "--recipe", str(recipe), "--store", str(tmp_path / "store")]) == 0
+    assert trained == [tmp_path / "checkpoints" / "search"]
+    assert (tmp_path / "store" / "product-embedder" / "1" / "model.onnx").is_file()
+    assert cli.main(["build", "--recipe", str(recipe), "--store", str(tmp_path / "store")]) == 0
+    assert len(trained) == 1  # complete and trained as wanted: reused
