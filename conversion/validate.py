@@ -105,11 +105,19 @@ class _Pair:
             "input_names": loaded.module.input_names,
             "batch_size": batch_size,
         }
+        self._done: dict[TextInput, tuple[np.ndarray, np.ndarray]] = {}
 
     def run(self, texts: Sequence[TextInput], desc: str) -> tuple[np.ndarray, np.ndarray]:
-        src = run_texts(self.source, self.loaded.tokenizer, texts, desc=f"{desc} (source)", **self.kwargs)
-        art = run_texts(self.artifact, self.loaded.tokenizer, texts, desc=f"{desc} (artifact)", **self.kwargs)
-        return src, art
+        """Source and artifact outputs of `texts`, in order. A text already run is not run again (the
+        MovieLens titles serve two checks)."""
+        new = [t for t in dict.fromkeys(texts) if t not in self._done]
+        if new:
+            tokenizer = self.loaded.tokenizer
+            src = run_texts(self.source, tokenizer, new, desc=f"{desc} (source)", **self.kwargs)
+            art = run_texts(self.artifact, tokenizer, new, desc=f"{desc} (artifact)", **self.kwargs)
+            self._done.update(zip(new, zip(src, art, strict=True), strict=True))
+        rows = [self._done[t] for t in texts]
+        return np.stack([r[0] for r in rows]), np.stack([r[1] for r in rows])
 
 
 def ndcg_agreement(reference: np.ndarray, candidate: np.ndarray, k: int = K) -> float:
