@@ -21,7 +21,8 @@ from app.errors import Draining, InvalidRequest, NotReady
 from app.metrics import Metrics
 from app.registry import ModelRegistry, ServedModel
 from app.runtime import FloatArray, TextInput, resolve_provider
-from app.settings import Settings
+from app.settings import EventKind, Settings
+from app.user_vector import recency_weights
 
 log = logging.getLogger("app.service")
 
@@ -73,7 +74,17 @@ class Embedded:
 @dataclass(frozen=True)
 class HistoryItem:
     text: str
-    weight: float
+    weight: float = 1.0
+    event: EventKind | None = None
+    timestamp: float | None = None  # Unix seconds
+
+
+@dataclass(frozen=True)
+class Recommended(Scored):
+    """`order` and the per-candidate lists cover the candidates left after `excluded` (request indices)."""
+
+    kept: list[int]
+    excluded: list[int]
 
 
 class Service:
@@ -269,23 +280,36 @@ class Service:
         version: str | None,
         deadline: float,
         disconnected: asyncio.Future[object] | None = None,
-    ) -> Scored:
+        excluded: Sequence[int] = (),
+    ) -> Recommended:
+        """Scores the candidates not in `excluded` (indices) against the user vector: the model's user tower
+        (app/user_vector.py) over the history in time order, each item also weighted by its own weight and
+        its event's."""
         self.check_texts("history", [h.text for h in history])
         self.check_texts("candidates", candidates)
         if not history:
             raise InvalidRequest("at least one history item is needed to build the user vector", "history")
-        weights = user_weights([h.weight for h in history])
+        history = in_time_order(history)
         served = self._model(model, version, self.settings.recommend_model, ["bi-encoder"], "recommend")
+        event_weights = self.settings.recommend_event_weights
+        tower = served.manifest.user_tower
+        weights = user_weights(
+            [h.weight * (event_weights.get(h.event, 1.0) if h.event else 1.0) for h in history],
+            recency_weights(len(history), tower.recency_half_life if tower else None),
+        )
+        skip = set(excluded)
+        kept = [i for i in range(len(candidates)) if i not in skip]
         self._log_payload("recommend", {"history": [h.text for h in history], "candidates": candidates})
         timings = Timings()
-        texts = [h.text for h in history] + list(candidates)
+        texts = [h.text for h in history] + [candidates[i] for i in kept]
         vectors, flags, _ = await self._embed(served, texts, deadline, disconnected, timings)
         user = weights @ vectors[: len(history)].astype(np.float64)
         norm = float(np.linalg.norm(user))
         if not norm > 1e-12:  # the weighted history embeddings cancel out: no direction to rank by
             raise InvalidRequest("the weighted history gives no user direction; vary the weights", "history")
         scores = (vectors[len(history) :] @ (user / norm).astype(np.float32)).astype(np.float32)
-        return Scored(served, _best_first(scores, top_k), scores, flags[len(history) :], timings)
+        order = _best_first(scores, top_k)
+        return Recommended(served, order, scores, flags[len(history) :], timings, kept, sorted(skip))
 
     async def embed(
         self,
@@ -411,11 +435,29 @@ def text_problem(text: str) -> str | None:
     return None
 
 
-def user_weights(weights: Sequence[float]) -> npt.NDArray[np.float64]:
-    """History weights scaled to a maximum of 1 in float64, so that any finite weights (1e-30 .. 1e300)
-    give the same user vector as their ratios; refuses non-finite, negative or all-zero weights."""
+def in_time_order(history: Sequence[HistoryItem]) -> list[HistoryItem]:
+    """The history sorted by timestamp (stable: equal times keep their order) when every item has one, as
+    given when none has; a mix is refused, since the untimed items would have no place."""
+    timed = [h.timestamp is not None for h in history]
+    if all(timed):
+        return sorted(history, key=lambda h: h.timestamp or 0.0)
+    if any(timed):
+        raise InvalidRequest(
+            f"{sum(timed)} of {len(history)} history items have a timestamp; give one for every item or none",
+            "history",
+        )
+    return list(history)
+
+
+def user_weights(weights: Sequence[float], recency: npt.NDArray[np.float64]) -> npt.NDArray[np.float64]:
+    """The request's history weights times the model's recency weights, scaled to a maximum of 1 in float64,
+    so that any finite weights (1e-30 .. 1e300) give the same user vector as their ratios; refuses
+    non-finite, negative or all-zero weights."""
     w = np.asarray(weights, dtype=np.float64)
     if not np.isfinite(w).all() or (w < 0).any() or not w.max(initial=0.0) > 0:
         raise InvalidRequest("weights must be finite, non-negative and not all zero", "history")
+    w = (w / w.max()) * recency
+    if not w.max() > 0:  # recency underflowed every weighted item (a very long history of old weights)
+        raise InvalidRequest("the weighted items are too old for the model's recency weights", "history")
     scaled: npt.NDArray[np.float64] = w / w.max()
     return scaled

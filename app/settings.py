@@ -20,6 +20,8 @@ MIN_TOKEN_CHARS = 16
 # refused after the first 1,025 instead of validating (and describing) each of them.
 # INFERENCE_MAX_TEXTS_PER_REQUEST is the operator's tighter limit inside it.
 MAX_LIST_ITEMS = 1024
+EventKind = Literal["view", "cart", "purchase"]
+DEFAULT_EVENT_WEIGHTS: dict[EventKind, float] = {"view": 1.0, "cart": 2.0, "purchase": 3.0}
 _TOKEN = re.compile(r"[\x21-\x7e]+")  # printable ASCII, no whitespace: what a bearer header carries intact
 _VERSION = re.compile(r"[1-9][0-9]{0,17}")
 
@@ -98,8 +100,14 @@ class Settings(BaseSettings):
         " instead).",
     )
     recommend_model: str = Field(
-        default="product-embedder",
+        default="product-recommender",
         description="Bi-encoder used by /v1/recommend when the request names none.",
+    )
+    recommend_event_weights: dict[EventKind, Annotated[float, Field(ge=0, allow_inf_nan=False)]] = Field(
+        default_factory=lambda: dict(DEFAULT_EVENT_WEIGHTS),
+        description="Weight of a history item by what the user did with it (a JSON object), multiplied by "
+        "the request's own weight; an item without an event, or of a kind not named here, weighs 1. Not "
+        "learned: no training set has events.",
     )
     max_sequence_length: int | None = Field(
         default=None,

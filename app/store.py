@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from app.errors import ModelLoadError
 
@@ -26,6 +26,14 @@ VERSION_NAME = re.compile(r"[1-9][0-9]{0,17}")
 log = logging.getLogger("app.store")
 
 ModelKind = Literal["sequence-classification", "cross-encoder", "bi-encoder"]
+
+
+class UserTower(BaseModel):
+    """How /v1/recommend weighs a history with this bi-encoder (app/user_vector.py); absent: a plain mean."""
+
+    model_config = ConfigDict(extra="allow", frozen=True)
+
+    recency_half_life: float | None = Field(default=None, ge=0.5)
 
 
 class Manifest(BaseModel):
@@ -42,6 +50,7 @@ class Manifest(BaseModel):
     pooling: str | None = None
     normalize: bool = False
     pooling_in_graph: bool = False
+    user_tower: UserTower | None = None
     max_sequence_length: int
     onnx_file: str
     tokenizer_file: str

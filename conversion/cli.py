@@ -36,6 +36,7 @@ DEFAULT_MODELS = (
     # The student's gate allows 1 point on sets of 872-1,597 texts, and two distillation runs of the same
     # recipe differ by a few tenths on them: a run that misses serves the plain int8 teacher, not nothing.
     DefaultModel("review-sentiment.yaml", fallback="review-sentiment.int8.yaml"),
+    DefaultModel("product-recommender.yaml"),
 )
 SENTIMENT_TEACHER = "checkpoints/review-sentiment-teacher"
 

@@ -12,12 +12,10 @@ in the batch), on mean-pooled, normalised embeddings: what the service computes.
 from __future__ import annotations
 
 import math
-import os
 import random
 import time
 from collections import defaultdict
 from pathlib import Path
-from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 from tqdm.auto import tqdm
@@ -101,36 +99,17 @@ def training_triples(cfg: ContrastiveConfig) -> list[Triple]:
 
 def finetune_bi_encoder(base_dir: Path, out_dir: Path, cfg: ContrastiveConfig) -> Path:
     """Fine-tunes the sentence-transformers model in `base_dir`; writes an HF checkpoint to `out_dir`."""
-    os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
-    import torch
-    from sentence_transformers import SentenceTransformer
     from sentence_transformers.losses import MultipleNegativesRankingLoss
-    from transformers import get_linear_schedule_with_warmup
 
-    from conversion.checkpoint import check_checkpoint_dir
-    from conversion.checkpoint_dir import check_replaceable, describe_input, save_trained_checkpoint
-    from conversion.finetune import freeze_lower_layers
-    from conversion.training import optimizer_step
+    from conversion.checkpoint_dir import describe_input, save_trained_checkpoint
+    from conversion.training import adamw_with_warmup, optimizer_step, sentence_encoder
 
-    check_checkpoint_dir(base_dir)
-    check_replaceable(out_dir)
-    torch.set_num_threads(cfg.threads)
-    torch.manual_seed(cfg.seed)
+    model, encoder = sentence_encoder(base_dir, out_dir, cfg)
     triples = training_triples(cfg)
-    model = SentenceTransformer(str(base_dir), device="cpu", local_files_only=True)
-    model.max_seq_length = cfg.max_length
-    encoder: Any = model[0].auto_model
-    if cfg.freeze_word_embeddings:
-        encoder.get_input_embeddings().weight.requires_grad_(False)
-    freeze_lower_layers(encoder, cfg.freeze_lower_layers)
     loss_fn = MultipleNegativesRankingLoss(model, scale=cfg.scale)
     steps = math.ceil(len(triples) / cfg.batch_size) * cfg.epochs
     params = [p for p in model.parameters() if p.requires_grad]
-    optimizer = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=0.01)
-    scheduler = get_linear_schedule_with_warmup(  # type: ignore[no-untyped-call]
-        optimizer, int(cfg.warmup_fraction * steps), steps
-    )
+    optimizer, scheduler = adamw_with_warmup(params, cfg.lr, cfg.warmup_fraction, steps)
     print(
         f"fine-tuning {base_dir.name} as a bi-encoder on {len(triples)} (anchor, positive, hard negative) "
         f"triples ({cfg.epochs} epoch(s), batch {cfg.batch_size}, lr {cfg.lr}, max_length {cfg.max_length})"

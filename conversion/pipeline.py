@@ -155,7 +155,7 @@ def versus_teacher(recipe: Recipe, validation: dict[str, Any], benchmark: dict[s
     """The headline of the manifest: the artifact against its fp32 source (the teacher) on the kind's
     headline metric (every gate set, and the worst), and its speed against the PyTorch source at batch 1
     and 8 of 64 tokens (when the benchmark measured them)."""
-    name = HEADLINE_METRIC[recipe.kind]
+    name = recipe.validation.headline_metric or HEADLINE_METRIC[recipe.kind]
     rows = [m for m in validation.get("metrics", []) if m["metric"] == name]
     deltas = {m["dataset"]: round(m["delta"], 4) for m in rows}
     worst = min(rows, key=lambda m: m["delta"]) if rows else None
@@ -334,6 +334,7 @@ def prepare(
         "pooling": "mean" if recipe.kind == "bi-encoder" else None,
         "normalize": recipe.kind == "bi-encoder",
         "pooling_in_graph": recipe.kind == "bi-encoder",
+        "user_tower": recipe.user_tower.model_dump(mode="json") if recipe.kind == "bi-encoder" else None,
         "max_sequence_length": recipe.max_sequence_length,
         "onnx_file": "model.onnx",
         "tokenizer_file": "tokenizer.json",

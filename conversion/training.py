@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterable
-from typing import Any
+from pathlib import Path
+from typing import Any, Protocol
 
 import torch
 
@@ -24,3 +26,50 @@ def optimizer_step(
     optimizer.zero_grad(set_to_none=True)
     bar.update(1)
     bar.set_postfix(loss=f"{loss.item():.4f}")
+
+
+class EncoderSettings(Protocol):
+    max_length: int
+    freeze_word_embeddings: bool
+    freeze_lower_layers: int
+    seed: int
+    threads: int
+
+
+def sentence_encoder(base_dir: Path, out_dir: Path, cfg: EncoderSettings) -> tuple[Any, Any]:
+    """The sentence-transformers model in `base_dir` (offline) and its transformer, set up for fine-tuning
+    into `out_dir` (checked replaceable first): seeded, `cfg.threads` threads, the word embeddings and the
+    `cfg.freeze_lower_layers` lowest layers frozen as asked."""
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+    from sentence_transformers import SentenceTransformer
+
+    from conversion.checkpoint import check_checkpoint_dir
+    from conversion.checkpoint_dir import check_replaceable
+    from conversion.finetune import freeze_lower_layers
+
+    check_checkpoint_dir(base_dir)
+    check_replaceable(out_dir)
+    torch.set_num_threads(cfg.threads)
+    torch.manual_seed(cfg.seed)
+    model = SentenceTransformer(str(base_dir), device="cpu", local_files_only=True)
+    model.max_seq_length = cfg.max_length
+    encoder: Any = model[0].auto_model
+    if cfg.freeze_word_embeddings:
+        encoder.get_input_embeddings().weight.requires_grad_(False)
+    freeze_lower_layers(encoder, cfg.freeze_lower_layers)
+    return model, encoder
+
+
+def adamw_with_warmup(
+    params: list[torch.nn.Parameter], lr: float, warmup_fraction: float, steps: int
+) -> tuple[torch.optim.Optimizer, Any]:
+    """AdamW (weight decay 0.01) and a linear schedule: warm-up over `warmup_fraction` of `steps`, then decay
+    to 0."""
+    from transformers import get_linear_schedule_with_warmup
+
+    optimizer = torch.optim.AdamW(params, lr=lr, weight_decay=0.01)
+    scheduler = get_linear_schedule_with_warmup(  # type: ignore[no-untyped-call]
+        optimizer, int(warmup_fraction * steps), steps
+    )
+    return optimizer, scheduler

@@ -25,7 +25,8 @@ def tiny_checkpoints(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path
 @pytest.fixture(scope="session")
 def tiny_store(tmp_path_factory: pytest.TempPathFactory, tiny_checkpoints: dict[str, Path]) -> Path:
     """A model store root holding version 1 of `review-sentiment` (labels negative/positive),
-    `product-embedder` (bi-encoder) and `product-reranker` (cross-encoder), int8, built by the pipeline.
+    `product-embedder` (bi-encoder), `product-recommender` (the same bi-encoder with a recency-weighted user
+    tower) and `product-reranker` (cross-encoder), int8, built by the pipeline.
 
     Treat it as read-only (session-scoped); copy it (shutil.copytree) to modify it.
     """
@@ -37,4 +38,6 @@ def tiny_store(tmp_path_factory: pytest.TempPathFactory, tiny_checkpoints: dict[
     for kind in KINDS:
         recipe = parse_recipe(tiny_recipe_data(kind, tiny_checkpoints[kind]))  # type: ignore[arg-type]
         build(recipe, store, quiet=True)
+    recommender = tiny_recipe_data("bi-encoder", tiny_checkpoints["bi-encoder"], name="product-recommender")
+    build(parse_recipe({**recommender, "user_tower": {"recency_half_life": 2.0}}), store, quiet=True)
     return store

@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from datetime import datetime
 
 from app.api.dependencies import Call
 from app.api.endpoints import Endpoint
-from app.api.schemas import Candidate, RankRequest, RecommendRequest, ScoredResponse
+from app.api.schemas import Candidate, RankRequest, RecommendRequest, RecommendResponse, ScoredResponse
 from app.api.timing import Answer
 from app.errors import InvalidRequest
 from app.service import HistoryItem, Scored, Service
@@ -43,7 +44,9 @@ async def answer_rank(service: Service, body: RankRequest, call: Call) -> Answer
 
 async def answer_recommend(service: Service, body: RecommendRequest, call: Call) -> Answer:
     _unique_ids(body.candidates, "candidates")
-    history = [HistoryItem(h.text, h.weight) for h in body.history]
+    owned = {h.id for h in body.history} if body.exclude_history else set()
+    excluded = [i for i, c in enumerate(body.candidates) if c.id in owned]
+    history = [HistoryItem(h.text, h.weight, h.event, _unix_seconds(h.timestamp)) for h in body.history]
     scored = await service.recommend(
         history,
         [c.text for c in body.candidates],
@@ -52,8 +55,18 @@ async def answer_recommend(service: Service, body: RecommendRequest, call: Call)
         body.version,
         call.deadline,
         call.disconnected,
+        excluded,
     )
-    return Answer(scored.model, scored.timings, {"results": _results(body.candidates, scored)})
+    kept = [body.candidates[i] for i in scored.kept]
+    return Answer(
+        scored.model,
+        scored.timings,
+        {"results": _results(kept, scored), "excluded": [body.candidates[i].id for i in scored.excluded]},
+    )
+
+
+def _unix_seconds(timestamp: datetime | float | None) -> float | None:
+    return timestamp.timestamp() if isinstance(timestamp, datetime) else timestamp
 
 
 RANK = Endpoint(
@@ -66,7 +79,8 @@ RANK = Endpoint(
 RECOMMEND = Endpoint(
     "/v1/recommend",
     RecommendRequest,
-    ScoredResponse,
+    RecommendResponse,
     answer_recommend,
-    "Order candidates by similarity to the user vector (weighted mean of the history's embeddings).",
+    "Order candidates by similarity to the user vector: the mean of the history's embeddings weighted by "
+    "recency (the model's user tower), event kind and the request's weights; history items are left out.",
 )

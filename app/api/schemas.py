@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
 
-from app.settings import MAX_LIST_ITEMS
+from app.settings import MAX_LIST_ITEMS, EventKind
 
 VERSION_PATTERN = r"^[1-9][0-9]*$"
 
@@ -85,7 +85,19 @@ class HistoryEntry(Candidate):
         ge=0,
         allow_inf_nan=False,
         description="Relative weight of this item in the user vector (any finite non-negative number; only "
-        "the ratios between weights matter).",
+        "the ratios between weights matter), multiplied by its event's weight and the model's recency "
+        "weight.",
+    )
+    event: EventKind | None = Field(
+        default=None,
+        description="What the user did with the item; each kind has a weight (setting "
+        "`recommend_event_weights`); absent: weight 1.",
+    )
+    timestamp: AwareDatetime | float | None = Field(
+        default=None,
+        description="When it happened: Unix seconds or an ISO 8601 time with its offset. Given for every "
+        "item or for none; the history is put in time order before recency weighs it (absent: the list is "
+        "oldest first).",
     )
 
 
@@ -114,10 +126,17 @@ class RankRequest(_Request):
 
 
 class RecommendRequest(_Request):
-    history: list[HistoryEntry] = Field(..., min_length=1, max_length=MAX_LIST_ITEMS)
+    history: list[HistoryEntry] = Field(
+        ..., min_length=1, max_length=MAX_LIST_ITEMS, description="What the user had, oldest first."
+    )
     candidates: list[Candidate] = Field(..., min_length=1, max_length=MAX_LIST_ITEMS)
     top_k: int | None = Field(
         default=None, ge=1, description="Return only the best k candidates (all when absent)."
+    )
+    exclude_history: bool = Field(
+        default=True,
+        description="Leave out candidates whose id is in the history (listed in `excluded`); false scores "
+        "them like any other.",
     )
 
     model_config = ConfigDict(
@@ -126,12 +145,13 @@ class RecommendRequest(_Request):
             "examples": [
                 {
                     "history": [
-                        {"id": "sku-9", "text": "Trail running shoes, waterproof", "weight": 1.0},
-                        {"id": "sku-4", "text": "Merino wool hiking socks"},
+                        {"id": "sku-9", "text": "Trail running shoes, waterproof", "event": "purchase"},
+                        {"id": "sku-4", "text": "Merino wool hiking socks", "event": "view", "weight": 0.5},
                     ],
                     "candidates": [
                         {"id": "sku-1", "text": "Lightweight hiking backpack 30L"},
                         {"id": "sku-2", "text": "Espresso machine with milk frother"},
+                        {"id": "sku-4", "text": "Merino wool hiking socks"},
                     ],
                     "top_k": 20,
                 }
@@ -164,6 +184,12 @@ class ScoredResponse(BaseModel):
                 }
             ]
         }
+    )
+
+
+class RecommendResponse(ScoredResponse):
+    excluded: list[str] = Field(
+        default_factory=list, description="Candidate ids left out because they are in the history."
     )
 
 

@@ -1,27 +1,12 @@
-"""MovieLens-100K from recbole's bundled copy: leave-last-out with 99 sampled negatives per user."""
+"""MovieLens-100K from recbole's bundled copy: item texts and timestamped ratings (turned into sequences by
+conversion/data/interactions.py)."""
 
 from __future__ import annotations
 
 import importlib.util
-import random
-from collections import defaultdict
-from dataclasses import dataclass
 from pathlib import Path
 
 from conversion.data import DataError, read_tsv
-
-
-@dataclass(frozen=True)
-class UserCase:
-    user: str
-    history: list[str]  # item ids, oldest first (at most `history` items)
-    candidates: list[str]  # item ids; candidates[0] is the held-out item
-
-
-@dataclass(frozen=True)
-class MovieLensSet:
-    item_text: dict[str, str]
-    cases: list[UserCase]
 
 
 def movielens_dir() -> Path:
@@ -45,28 +30,3 @@ def movielens_ratings() -> list[tuple[str, str, float]]:
         (row["user_id:token"], row["item_id:token"], float(row["timestamp:float"]))
         for row in read_tsv(movielens_dir() / "ml-100k.inter")
     ]
-
-
-def load_movielens(
-    max_users: int | None = None, history: int = 20, negatives: int = 99, seed: int = 0
-) -> MovieLensSet:
-    item_text = movielens_items()
-    by_user: dict[str, list[tuple[float, str]]] = defaultdict(list)
-    for user, item, timestamp in movielens_ratings():
-        by_user[user].append((timestamp, item))
-    rng = random.Random(seed)
-    all_items = sorted(item_text, key=int)
-    users = sorted(by_user, key=int)
-    if max_users is not None and max_users < len(users):
-        users = sorted(rng.sample(users, max_users), key=int)
-    cases = []
-    for user in users:
-        events = sorted(by_user[user])
-        if len(events) < 2:
-            continue
-        held_out = events[-1][1]
-        seen = {item for _, item in events}
-        unseen = [item for item in all_items if item not in seen]
-        sampled = rng.sample(unseen, min(negatives, len(unseen)))
-        cases.append(UserCase(user, [item for _, item in events[:-1]][-history:], [held_out, *sampled]))
-    return MovieLensSet(item_text, cases)

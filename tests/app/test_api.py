@@ -173,7 +173,7 @@ def test_bearer_token_guards_v1_but_not_health(client: TestClient) -> None:
 def test_models_lists_what_is_served(client: TestClient) -> None:
     body = client.get("/v1/models", headers=AUTH).json()
     names = {m["name"]: m for m in body["models"]}
-    assert set(names) == {"review-sentiment", "product-embedder", "product-reranker"}
+    assert set(names) == {"review-sentiment", "product-embedder", "product-recommender", "product-reranker"}
     assert names["review-sentiment"]["kind"] == "sequence-classification"
     assert names["review-sentiment"]["precision"] == "int8"
     assert names["product-embedder"]["validation"] is not None

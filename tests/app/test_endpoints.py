@@ -73,8 +73,11 @@ def test_valid_requests_and_service_errors(
     assert all(r is not None for r in replies)
     ok = [r for r in replies[:3] if r is not None]
     assert [r.status for r in ok] == [200, 200, 200]
-    embedder = ("product-embedder", "1")
-    assert [(r.model, r.version) for r in ok] == [("review-sentiment", "1"), embedder, embedder]
+    assert [(r.model, r.version) for r in ok] == [
+        ("review-sentiment", "1"),
+        ("product-embedder", "1"),
+        ("product-recommender", "1"),
+    ]
     sentiment = orjson.loads(ok[0].body)
     assert [set(x["probabilities"]) for x in sentiment["results"]] == [{"negative", "positive"}] * 2
     assert {b"x-model", b"x-model-version", b"x-queue-ms", b"x-inference-ms"} <= {k for k, _ in ok[0].headers}
@@ -159,7 +162,7 @@ def test_the_openapi_document_describes_the_json_endpoints(client: TestClient) -
     for path, request, response in [
         ("/v1/sentiment", "SentimentRequest", "SentimentResponse"),
         ("/v1/rank", "RankRequest", "ScoredResponse"),
-        ("/v1/recommend", "RecommendRequest", "ScoredResponse"),
+        ("/v1/recommend", "RecommendRequest", "RecommendResponse"),
     ]:
         post = document["paths"][path]["post"]
         assert post["requestBody"]["content"]["application/json"]["schema"] == {

@@ -148,6 +148,7 @@ def test_a_version_longer_than_the_batch_token_budget_is_refused_and_the_older_o
     def check() -> None:
         assert served_versions(registry) == {
             "product-embedder": "1",
+            "product-recommender": "1",
             "product-reranker": "1",
             "review-sentiment": "1",
         }

@@ -66,11 +66,12 @@ def test_every_endpoint(server: Server) -> None:
         assert cross.json()["model"] == "product-reranker"
         rec = c.post("/v1/recommend", json={"history": CANDIDATES[:3], "candidates": CANDIDATES[3:]}).json()
         assert len(rec["results"]) == 9
-        assert rec["version"] == "1"
+        assert (rec["model"], rec["version"]) == ("product-recommender", "1")
         models = c.get("/v1/models").json()
         assert {m["name"] for m in models["models"]} == {
             "review-sentiment",
             "product-embedder",
+            "product-recommender",
             "product-reranker",
         }
         assert c.post("/v1/models/reload").status_code == 401  # the API token is not the admin's
@@ -349,7 +350,11 @@ def test_corrupt_artifact_refused_and_versions_roll_in_under_load(tiny_store: Pa
     flip_byte(store / "product-reranker" / "1" / "model.onnx")
     with run_server(store, tmp_path, admin_token=ADMIN_TOKEN) as s, s.client() as c:
         listing = c.get("/v1/models").json()
-        assert {m["name"] for m in listing["models"]} == {"review-sentiment", "product-embedder"}
+        assert {m["name"] for m in listing["models"]} == {
+            "review-sentiment",
+            "product-embedder",
+            "product-recommender",
+        }
         assert [(f["name"], f["version"], f["reason"]) for f in listing["failures"]] == [
             ("product-reranker", "1", "checksum")
         ]
@@ -390,7 +395,7 @@ def test_corrupt_artifact_refused_and_versions_roll_in_under_load(tiny_store: Pa
         assert versions["review-sentiment/1"] > 0
         assert "review-sentiment/2" not in versions
         served = {m["name"]: m["version"] for m in c.get("/v1/models").json()["models"]}
-        assert served == {"review-sentiment": "1", "product-embedder": "2"}
+        assert served == {"review-sentiment": "1", "product-embedder": "2", "product-recommender": "1"}
         samples = s.metrics()
         assert (
             metric_value(samples, "inference_model_load_failures_total", name="review-sentiment", version="2")
@@ -404,7 +409,9 @@ def test_corrupt_artifact_refused_and_versions_roll_in_under_load(tiny_store: Pa
 def test_real_default_models(tmp_path: Path) -> None:
     store = REPO / "model_store"
     missing = [
-        n for n in ("review-sentiment", "product-embedder") if not any((store / n).glob("*/manifest.json"))
+        n
+        for n in ("review-sentiment", "product-embedder", "product-recommender")
+        if not any((store / n).glob("*/manifest.json"))
     ]
     if missing:
         pytest.skip(f"model_store/ has no {', '.join(missing)} yet: build it with `make store`")
@@ -437,6 +444,30 @@ def test_real_default_models(tmp_path: Path) -> None:
             },
         ).json()
         assert rank["results"][0]["id"] == "buds"
+        history = [
+            {"id": "pens", "text": "Pilot G2 retractable gel pens, fine point, black ink, 12 pack"},
+            {"id": "notes", "text": "Post-it Notes, 3 x 3 in, canary yellow, 12 pads"},
+        ]
+        candidates = [
+            {"id": "shoes", "text": "Men's trail running shoes, waterproof"},
+            {"id": "stapler", "text": "Swingline desktop stapler with 1000 staples"},
+            {"id": "notes", "text": "Post-it Notes, 3 x 3 in, canary yellow, 12 pads"},
+        ]
+        recommend = c.post("/v1/recommend", json={"history": history, "candidates": candidates}).json()
+        assert recommend["model"] == "product-recommender"
+        assert [r["id"] for r in recommend["results"]] == ["stapler", "shoes"]
+        assert recommend["excluded"] == ["notes"]
+        gate = {m["name"]: m for m in c.get("/v1/models").json()["models"]}["product-recommender"][
+            "validation"
+        ]
+        beaten = {
+            (m["dataset"], m["metric"]) for m in gate["metrics"] if "_vs_" in m["metric"] and m["passed"]
+        }
+        assert {
+            ("amazon-office/sampled", "hr@10_vs_popularity"),
+            ("amazon-office/sampled", "hr@10_vs_co-occurrence"),
+            ("movielens-100k/sampled", "hr@10_vs_untuned-content"),
+        } <= beaten
         # A client that gives up: its queued texts never reach the model.
         texts = [f"item {i}: " + "a long product description with many words " * 10 for i in range(200)]
         gone = {"query": "gone", "candidates": [{"id": str(i), "text": t} for i, t in enumerate(texts)]}

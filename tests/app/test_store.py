@@ -28,7 +28,12 @@ def test_lists_models_and_versions_ignoring_unfinished_folders(store_copy: Path)
     (store_copy / "review-sentiment" / ".tmp-abc").mkdir()
     (store_copy / "review-sentiment" / "2").mkdir()  # no manifest: a reader never sees it
     store = ModelStore(store_copy)
-    assert store.names() == ["product-embedder", "product-reranker", "review-sentiment"]
+    assert store.names() == [
+        "product-embedder",
+        "product-recommender",
+        "product-reranker",
+        "review-sentiment",
+    ]
     assert store.versions("review-sentiment") == ["1", "10"]
     assert store.candidates("review-sentiment", None) == ["10", "1"]
     assert store.candidates("review-sentiment", "1") == ["1"]

@@ -2,7 +2,6 @@ import pytest
 from pydantic import ValidationError
 
 from conversion.data import DataError
-from conversion.data.movielens import load_movielens
 from conversion.data.ranking import class_names, load_ranking
 from conversion.data.sentiment import (
     VALIDATION_SETS,
@@ -64,17 +63,3 @@ def test_ranking_pool_is_class_names_then_reviews() -> None:
     assert data.pool[: len(names)] == names
     assert len(data.pool) == len(names) + 30
     assert len(names) > 100
-
-
-def test_movielens_leave_last_out() -> None:
-    data = load_movielens(max_users=12, history=20, negatives=99, seed=0)
-    assert len(data.cases) == 12
-    assert len(data.item_text) == 1682
-    assert data.item_text["1"] == "Toy Story (Animation, Children's, Comedy)"
-    for case in data.cases:
-        assert len(case.candidates) == 100
-        assert len(set(case.candidates)) == 100
-        assert 1 <= len(case.history) <= 20
-        assert case.candidates[0] not in case.history
-        assert not set(case.candidates[1:]) & set(case.history)
-    assert [c.candidates for c in data.cases] == [c.candidates for c in load_movielens(12, seed=0).cases]

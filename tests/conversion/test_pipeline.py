@@ -186,16 +186,21 @@ def test_the_manifest_headline_is_the_worst_gate_set_and_the_speedup_over_the_te
     assert headline["deltas"] == {"a": 0.5, "b": pytest.approx(-0.8)}
     assert headline["speedup"] == {"batch1_seq64": 3.0, "batch8_seq64": 2.5}
     assert versus_teacher(recipe, {"metrics": []}, {"results": []})["worst_delta"] is None
+    recommender = recipe.model_copy(
+        update={"validation": recipe.validation.model_copy(update={"headline_metric": "macro_f1"})}
+    )
+    assert versus_teacher(recommender, validation, benchmark)["deltas"] == {"b": pytest.approx(-12.0)}
 
 
 def test_build_defaults_skips_models_that_exist(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     store = tmp_path / "store"
-    for name in ("product-embedder", "review-sentiment"):
+    for name in ("product-embedder", "review-sentiment", "product-recommender"):
         (store / name / "1").mkdir(parents=True)
     assert main(["build-defaults", "--store", str(store)]) == 0
     out = capsys.readouterr().out
     assert "product-embedder: version 1 exists" in out
     assert "review-sentiment: version 1 exists" in out
+    assert "product-recommender: version 1 exists" in out
 
 
 def _default_recipes(folder: Path, checkpoints: dict[str, Path], student_floor: float | None) -> Path:
@@ -203,6 +208,7 @@ def _default_recipes(folder: Path, checkpoints: dict[str, Path], student_floor: 
     `student_floor` and its fallback, which is built without per-channel scales."""
     folder.mkdir()
     embedder = tiny_recipe_data("bi-encoder", checkpoints["bi-encoder"], name="product-embedder")
+    recommender = tiny_recipe_data("bi-encoder", checkpoints["bi-encoder"], name="product-recommender")
     student = tiny_recipe_data(
         "sequence-classification", checkpoints["sequence-classification"], "review-sentiment"
     )
@@ -213,6 +219,7 @@ def _default_recipes(folder: Path, checkpoints: dict[str, Path], student_floor: 
     fallback["quantize"] = {"method": "dynamic", "per_channel": False}
     for file_name, data in (
         ("product-embedder.yaml", embedder),
+        ("product-recommender.yaml", recommender),
         ("review-sentiment.yaml", student),
         ("review-sentiment.int8.yaml", fallback),
     ):
@@ -224,7 +231,11 @@ def test_build_defaults_publishes_the_fallback_when_the_default_misses_its_gate(
     tiny_checkpoints: dict[str, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     store = tmp_path / "store"
-    (store / "product-embedder" / "1").mkdir(parents=True)
+    for name in (
+        "product-embedder",
+        "product-recommender",
+    ):  # built already: only the sentiment model is built
+        (store / name / "1").mkdir(parents=True)
     recipes = _default_recipes(tmp_path / "recipes", tiny_checkpoints, student_floor=100.0)
 
     assert main(["build-defaults", "--store", str(store), "--recipes", str(recipes)]) == 0
@@ -242,7 +253,8 @@ def test_build_defaults_publishes_the_default_when_it_passes(
     tiny_checkpoints: dict[str, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     store = tmp_path / "store"
-    (store / "product-embedder" / "1").mkdir(parents=True)
+    for name in ("product-embedder", "product-recommender"):
+        (store / name / "1").mkdir(parents=True)
     recipes = _default_recipes(tmp_path / "recipes", tiny_checkpoints, student_floor=None)
 
     assert main(["build-defaults", "--store", str(store), "--recipes", str(recipes)]) == 0

@@ -81,3 +81,21 @@ def test_baselines_beat_chance_on_real_purchases() -> None:
         scores = report(task, baseline_scores(task, name))
         assert scores["sampled"][0] > 2 * chance["sampled"][0]
         assert scores["full"][0] > 2 * chance["full"][0]
+
+
+def test_recency_weights_favour_the_newest_history_items() -> None:
+    task = RecommendationTask.build(TOY, "validation", negatives=2)
+    vectors = np.eye(len(task.items))
+    plain = content_scores(task, vectors, history=5)
+    recent = content_scores(task, vectors, history=5, half_life=1.0)
+    for user, history in enumerate(task.histories):
+        newest, older = history[-1], history[-2]
+        assert plain[user, newest] == pytest.approx(plain[user, older])
+        assert recent[user, newest] == pytest.approx(2 * recent[user, older])  # one item older: half
+
+
+def test_movielens_sequences_are_ratings_in_time_order() -> None:
+    data = load_interactions("movielens-100k")
+    assert (len(data.sequences), len(data.item_text)) == (943, 1682)
+    assert data.item_text["1"] == "Toy Story (Animation, Children's, Comedy)"
+    assert sum(len(items) for items in data.sequences.values()) == 100_000

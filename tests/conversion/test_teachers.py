@@ -8,7 +8,14 @@ from conversion import finetune
 from conversion.checkpoint_dir import MARKER, is_complete, write_checkpoint
 from conversion.data.sentiment import TrainingMix
 from conversion.finetune import FinetuneConfig
-from conversion.teachers import SEARCH_ENCODER, SENTIMENT_TEACHER, TEACHERS, SearchEncoder, Teacher
+from conversion.teachers import (
+    PRODUCT_RECOMMENDER,
+    SEARCH_ENCODER,
+    SENTIMENT_TEACHER,
+    TEACHERS,
+    SearchEncoder,
+    Teacher,
+)
 from conversion.tiny import make_tiny_checkpoint
 
 
@@ -52,7 +59,7 @@ def test_a_teacher_is_trained_again_unless_complete_and_trained_as_wanted(
     assert runs[-1][0].sets == {"sst2_train": 11}
 
 
-def test_the_recipes_name_the_sentiment_teacher_and_the_search_encoder() -> None:
+def test_the_recipes_name_the_trained_checkpoints() -> None:
     from conversion.cli import DEFAULT_MODELS, RECIPES_DIR
     from conversion.recipe import load_recipe
 
@@ -62,6 +69,11 @@ def test_the_recipes_name_the_sentiment_teacher_and_the_search_encoder() -> None
     assert TEACHERS[SENTIMENT_TEACHER.checkpoint] is SENTIMENT_TEACHER
     assert load_recipe(RECIPES_DIR / "product-embedder.search.yaml").source == SEARCH_ENCODER.checkpoint
     assert TEACHERS[SEARCH_ENCODER.checkpoint] is SEARCH_ENCODER
+    recommender = load_recipe(RECIPES_DIR / "product-recommender.yaml")
+    assert recommender.source in sources
+    assert TEACHERS[recommender.source] is PRODUCT_RECOMMENDER
+    # The user tower the service applies is the one the model was trained with.
+    assert recommender.user_tower.recency_half_life == PRODUCT_RECOMMENDER.settings.recency_half_life
     assert set(SENTIMENT_TEACHER.mix.sets) == {
         "sst2_train",
         "amazon_multidomain_train",

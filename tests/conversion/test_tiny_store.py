@@ -4,9 +4,9 @@ from pathlib import Path
 from conversion.hashing import sha256_file
 
 
-def test_tiny_store_has_three_int8_models_with_verified_files(tiny_store: Path) -> None:
+def test_tiny_store_has_four_int8_models_with_verified_files(tiny_store: Path) -> None:
     names = sorted(p.name for p in tiny_store.iterdir())
-    assert names == ["product-embedder", "product-reranker", "review-sentiment"]
+    assert names == ["product-embedder", "product-recommender", "product-reranker", "review-sentiment"]
     for name in names:
         version = tiny_store / name / "1"
         manifest = json.loads((version / "manifest.json").read_text())
@@ -22,3 +22,6 @@ def test_tiny_store_has_three_int8_models_with_verified_files(tiny_store: Path) 
     embedder = json.loads((tiny_store / "product-embedder" / "1" / "manifest.json").read_text())
     assert embedder["outputs"] == ["embeddings"]
     assert embedder["pooling_in_graph"] is True
+    assert embedder["user_tower"] == {"recency_half_life": None}
+    recommender = json.loads((tiny_store / "product-recommender" / "1" / "manifest.json").read_text())
+    assert recommender["user_tower"] == {"recency_half_life": 2.0}

@@ -85,7 +85,9 @@ def build(target: str, tag: str, *options: str) -> None:
 @pytest.fixture(scope="module")
 def image() -> Iterator[dict[str, float]]:
     missing = [
-        n for n in ("review-sentiment", "product-embedder") if not any((REPO / "model_store" / n).glob("*/"))
+        n
+        for n in ("review-sentiment", "product-embedder", "product-recommender")
+        if not any((REPO / "model_store" / n).glob("*/"))
     ]
     if missing:
         pytest.fail(f"model_store/ has no {', '.join(missing)}: build it with `make store` (make test does)")
