@@ -72,6 +72,11 @@ def _problem(body: Any, request: Body, endpoint: str) -> str | None:
                 return "no truncated flag"
         return None
     candidates = {candidate["id"] for candidate in request["candidates"]}
+    if endpoint == "recommend" and request.get("exclude_history", True):
+        owned = candidates & {item["id"] for item in request["history"]}
+        if set(body.get("excluded", ())) != owned:
+            return f"excluded {body.get('excluded')}, expected the owned candidates {sorted(owned)}"
+        candidates -= owned
     expected = min(request.get("top_k") or len(candidates), len(candidates))
     if len(results) != expected:
         return f"{len(results)} results, expected {expected}"

@@ -164,10 +164,23 @@ class Payloads:
         n_history, n_candidates = self._skewed(5, 12, 50), self._skewed(20, 60, 100)
         picked = self.rng.sample(self.corpus.items, n_history + n_candidates)
         history = self._entries(picked[:n_history])
+        with_events, timed = self.rng.random() < 0.5, self.rng.random() < 0.5
+        when = 1_767_225_600 - 86_400 * n_history  # a day apart, oldest first
         for entry in history:
             if self.rng.random() < 0.3:  # explicit signals (purchase, rating) weigh more than views
                 entry["weight"] = round(self.rng.uniform(0.5, 3.0), 2)
-        return {"history": history, "candidates": self._entries(picked[n_history:]), "top_k": 20}
+            if with_events:
+                entry["event"] = self.rng.choices(("view", "cart", "purchase"), (6, 3, 1))[0]
+            if timed:
+                when += 86_400
+                entry["timestamp"] = when
+        candidates = self._entries(picked[n_history:])
+        if self.rng.random() < 0.2:  # the page also lists something the user already has: left out
+            candidates[self.rng.randrange(len(candidates))] = {
+                "id": history[-1]["id"],
+                "text": history[-1]["text"],
+            }
+        return {"history": history, "candidates": candidates, "top_k": 20}
 
 
 def size_bucket(count: int, edges: tuple[int, ...]) -> str:

@@ -37,6 +37,7 @@ def _entry(served: ServedModel) -> dict[str, Any]:
         "teacher": versus.get("teacher"),
         "quality_delta_vs_teacher": quality,
         "speedup_vs_teacher": versus.get("speedup"),
+        "user_tower": m.user_tower.model_dump() if m.user_tower else None,
         "validation": m.validation,
         "benchmark": m.benchmark,
     }

@@ -224,6 +224,11 @@ class ModelEntry(BaseModel):
         description="Latency of the PyTorch fp32 teacher over this artifact's, by batch size and sequence "
         "length (`batch1_seq64`, `batch8_seq64`), one thread each, from the build's benchmark.",
     )
+    user_tower: dict[str, Any] | None = Field(
+        default=None,
+        description="Bi-encoders: how /v1/recommend weighs a history with this model "
+        "(`recency_half_life`: items; null: a plain mean).",
+    )
     validation: dict[str, Any] | None = Field(default=None, description="The manifest's validation results.")
     benchmark: dict[str, Any] | None = Field(default=None, description="The manifest's benchmark results.")
 

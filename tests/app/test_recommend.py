@@ -62,6 +62,13 @@ def test_the_recommender_scores_with_its_recency_weighted_user_tower(client: Tes
     assert not np.allclose(expected, plain_scores, atol=1e-4)  # recency changed the answer
 
 
+def test_models_show_each_bi_encoder_s_user_tower(client: TestClient) -> None:
+    models = {m["name"]: m for m in client.get("/v1/models").json()["models"]}
+    assert models["product-recommender"]["user_tower"] == {"recency_half_life": 2.0}
+    assert models["product-embedder"]["user_tower"] == {"recency_half_life": None}
+    assert models["review-sentiment"]["user_tower"] is None
+
+
 def test_a_model_without_a_user_tower_takes_the_plain_mean(client: TestClient) -> None:
     answer = recommend(client, history=HISTORY, model="product-embedder")
     assert answer["model"] == "product-embedder"

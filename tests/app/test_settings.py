@@ -14,6 +14,7 @@ def test_every_setting_comes_from_the_environment(monkeypatch: pytest.MonkeyPatc
     monkeypatch.setenv("INFERENCE_BATCHING", "false")
     monkeypatch.setenv("INFERENCE_SESSIONS_PER_MODEL", "3")
     monkeypatch.setenv("INFERENCE_API_TOKEN", "x" * 20)
+    monkeypatch.setenv("INFERENCE_RECOMMEND_EVENT_WEIGHTS", '{"purchase": 5, "view": 0.5}')
     s = get_settings()
     assert s.model_store == Path("/srv/store")
     assert s.pinned_versions == {"review-sentiment": "2", "product-embedder": "1"}
@@ -22,6 +23,7 @@ def test_every_setting_comes_from_the_environment(monkeypatch: pytest.MonkeyPatc
     assert s.api_token is not None
     assert s.api_token.get_secret_value() == "x" * 20
     assert "x" * 20 not in repr(s)
+    assert s.recommend_event_weights == {"purchase": 5.0, "view": 0.5}
 
 
 def test_nothing_is_read_at_import_time(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -49,6 +51,9 @@ def test_every_setting_documents_its_reason() -> None:
         ({"max_texts_per_request": 5000}, "max_texts_per_request"),
         ({"queue_capacity": 0}, "queue_capacity"),
         ({"provider": "tpu"}, "provider"),
+        ({"recommend_event_weights": {"wishlist": 2.0}}, "recommend_event_weights"),
+        ({"recommend_event_weights": {"cart": -1.0}}, "recommend_event_weights"),
+        ({"recommend_event_weights": {"cart": float("inf")}}, "recommend_event_weights"),
     ],
 )
 def test_contradictory_or_unsafe_settings_are_refused(overrides: dict[str, object], message: str) -> None:
