@@ -26,10 +26,6 @@ from app.user_vector import recency_weights
 
 log = logging.getLogger("app.service")
 
-# The cross-encoder that /v1/rerank and /v2/rerank use when the request names no model (see
-# `Service.default_reranker`).
-DEFAULT_RERANKER = "product-reranker"
-
 
 @dataclass
 class Timings:
@@ -60,6 +56,23 @@ class Scored:
     scores: FloatArray  # per candidate, in request order
     truncated: list[bool]  # per candidate, in request order
     timings: Timings
+
+
+@dataclass(frozen=True)
+class Stage:
+    """One stage of a ranking: the model that scored, and how many candidates it scored."""
+
+    model: ServedModel
+    candidates: int
+
+
+@dataclass(frozen=True)
+class Ranked(Scored):
+    """A /v1/rank answer: `stages` in the order they ran. After a rerank the first `stages[-1].candidates`
+    of `order` carry the cross-encoder's scores, the rest the first stage's (scores compare within a
+    stage)."""
+
+    stages: list[Stage]
 
 
 @dataclass(frozen=True)
@@ -215,10 +228,10 @@ class Service:
         return served
 
     def default_reranker(self) -> str:
-        """The model of a rerank request that names none: the cross-encoder DEFAULT_RERANKER when it is
+        """The model of a rerank request that names none: the cross-encoder `rank_reranker` when it is
         served (it reads query and document together: better ordering), else the bi-encoder of /v1/rank."""
-        if self.registry.is_served(DEFAULT_RERANKER):
-            return DEFAULT_RERANKER
+        if self.registry.is_served(self.settings.rank_reranker):
+            return self.settings.rank_reranker
         return self.settings.ranking_model
 
     def _log_payload(self, endpoint: str, payload: object) -> None:
@@ -253,23 +266,71 @@ class Service:
         version: str | None,
         deadline: float,
         disconnected: asyncio.Future[object] | None = None,
-    ) -> Scored:
+        rerank_top_n: int | None = None,
+    ) -> Ranked:
+        """One stage when `model` is a cross-encoder (it reads every pair); else the bi-encoder's cosine,
+        then its best `rerank_top_n` (default and maximum: settings) re-scored by the cross-encoder
+        `rank_reranker` and put first in its order. With no N asked, a store without that reranker ranks with
+        the bi-encoder alone."""
         self.check_text("query", query)
         self.check_texts("candidates", candidates)
         served = self._model(
             model, version, self.settings.ranking_model, ["bi-encoder", "cross-encoder"], "rank"
         )
+        top_n, reranker = self._second_stage(served, rerank_top_n)
         self._log_payload("rank", {"query": query, "candidates": candidates})
         timings = Timings()
         if served.kind == "cross-encoder":
             pairs: list[TextInput] = [(query, c) for c in candidates]
             scores, truncated = await self._cross_scores(served, pairs, deadline, disconnected, timings)
-        else:
-            texts = [query, *candidates]
-            vectors, flags, _ = await self._embed(served, texts, deadline, disconnected, timings)
-            scores = vectors[1:] @ vectors[0]
-            truncated = flags[1:]
-        return Scored(served, _best_first(scores, top_k), scores, truncated, timings)
+            order = _best_first(scores, top_k)
+            return Ranked(served, order, scores, truncated, timings, [Stage(served, len(candidates))])
+        vectors, flags, _ = await self._embed(served, [query, *candidates], deadline, disconnected, timings)
+        scores = (vectors[1:] @ vectors[0]).astype(np.float32)
+        truncated = flags[1:]
+        order = _best_first(scores, None)
+        stages = [Stage(served, len(candidates))]
+        if reranker is not None:
+            head = order[:top_n]
+            pairs = [(query, candidates[i]) for i in head]
+            rescored, cut = await self._cross_scores(reranker, pairs, deadline, disconnected, timings)
+            scores[head] = rescored
+            for i, flag in zip(head, cut, strict=True):
+                truncated[i] = truncated[i] or flag
+            order = [head[j] for j in _best_first(rescored, None)] + order[len(head) :]
+            stages.append(Stage(reranker, len(head)))
+        if top_k is not None:
+            order = order[:top_k]
+        return Ranked(served, order, scores, truncated, timings, stages)
+
+    def _second_stage(self, served: ServedModel, asked: int | None) -> tuple[int, ServedModel | None]:
+        """How many of the bi-encoder's best the cross-encoder `rank_reranker` re-scores, and that model: the
+        request's N (0: none), else the default when a cross-encoder of that name is served."""
+        name = self.settings.rank_reranker
+        if asked is None:
+            if served.kind == "cross-encoder" or not self.registry.is_served(name):
+                return 0, None
+            reranker = self.registry.get(name)
+            if reranker.kind != "cross-encoder" or not self.settings.rank_rerank_top_n:
+                return 0, None
+            return self.settings.rank_rerank_top_n, reranker
+        if not asked:
+            return 0, None
+        if served.kind == "cross-encoder":
+            raise InvalidRequest(
+                f"{served.name} is a cross-encoder; rerank_top_n needs a bi-encoder first", "rerank_top_n"
+            )
+        limit = self.settings.rank_rerank_max_top_n
+        if asked > limit:
+            raise InvalidRequest(f"{asked} candidates to rerank, at most {limit} allowed", "rerank_top_n")
+        reranker = self.registry.get(name)  # not served: 404 naming it
+        if reranker.kind != "cross-encoder":
+            raise InvalidRequest(
+                f"the reranker {name} (INFERENCE_RANK_RERANKER) is a {reranker.kind} model, not a "
+                "cross-encoder",
+                "rerank_top_n",
+            )
+        return asked, reranker
 
     async def recommend(
         self,

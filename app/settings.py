@@ -99,6 +99,26 @@ class Settings(BaseSettings):
         description="Model used by /v1/rank when the request names none (a request may name a cross-encoder"
         " instead).",
     )
+    rank_reranker: str = Field(
+        default="product-reranker",
+        description="Cross-encoder of /v1/rank's second stage, and the model of /v1/rerank and /v2/rerank "
+        "when the request names none (when it is not served, those fall back to the ranking model).",
+    )
+    # 10: a 100-candidate search page at about issue 13's targets on 2 cores (p50 24-26 ms alone, p99
+    # 230-260 ms at concurrency 8; 20: p99 388 ms), with most of the quality gain (bench.rank_stages,
+    # docs/performance.md).
+    rank_rerank_top_n: int = Field(
+        default=10,
+        ge=0,
+        description="How many of the bi-encoder's best candidates /v1/rank re-scores with the reranker when "
+        "the request does not say (its `rerank_top_n`); 0: the bi-encoder alone.",
+    )
+    rank_rerank_max_top_n: int = Field(
+        default=100,
+        ge=0,
+        description="The largest `rerank_top_n` a /v1/rank request may ask for (the cross-encoder reads each "
+        "pair: its cost grows with N).",
+    )
     recommend_model: str = Field(
         default="product-recommender",
         description="Bi-encoder used by /v1/recommend when the request names none.",
@@ -303,6 +323,11 @@ class Settings(BaseSettings):
                 f"max_batch_tokens ({self.max_batch_tokens}) < max_sequence_length "
                 f"({self.max_sequence_length}):"
                 " a single long text could never run"
+            )
+        if self.rank_rerank_top_n > self.rank_rerank_max_top_n:
+            problems.append(
+                f"rank_rerank_top_n ({self.rank_rerank_top_n}) > rank_rerank_max_top_n "
+                f"({self.rank_rerank_max_top_n})"
             )
         for name in ("api_token", "admin_token"):
             secret: SecretStr | None = getattr(self, name)

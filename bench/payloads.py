@@ -161,7 +161,10 @@ def rank_payloads(
         candidates = [{"id": f"sku-{i}", "text": titles[i]} for i in ids]
         out.append(
             Payload(
-                "rank", _body({"query": query, "candidates": candidates, "top_k": top_k}), 1 + len(candidates)
+                "rank",
+                # the bi-encoder alone, like the baseline (two-stage ranking: bench.rank_stages)
+                _body({"query": query, "candidates": candidates, "top_k": top_k, "rerank_top_n": 0}),
+                1 + len(candidates),
             )
         )
     return out

@@ -37,6 +37,7 @@ DEFAULT_MODELS = (
     # recipe differ by a few tenths on them: a run that misses serves the plain int8 teacher, not nothing.
     DefaultModel("review-sentiment.yaml", fallback="review-sentiment.int8.yaml"),
     DefaultModel("product-recommender.yaml"),
+    DefaultModel("product-reranker.yaml"),
 )
 SENTIMENT_TEACHER = "checkpoints/review-sentiment-teacher"
 

@@ -92,14 +92,28 @@ class RelevanceValidation(_Strict):
     """Absolute search quality (conversion/relevance.py): NDCG@10 against Home Depot's graded judgements."""
 
     enabled: bool = True
-    queries: int | None = Field(default=None, ge=2, description="validation queries; None: all")
+    queries: int | None = Field(
+        default=None,
+        ge=2,
+        description="a seeded sample of validation queries (None: all), each ranked against "
+        "the whole validation catalog",
+    )
     seed: int = 0
     ndcg_drop_budget: float = Field(
         default=0.01, ge=0, description="artifact vs its fp32 source, NDCG@10 in each setting"
     )
     baselines: list[Baseline] = Field(default_factory=lambda: list(BASELINES))
     must_beat_baselines: bool = Field(
-        default=False, description="the artifact must score above every baseline in both settings"
+        default=False,
+        description="the artifact must score above every baseline in both settings (a cross-encoder: in the "
+        "rerank setting, and its two-stage ranking above its first stage alone in the catalog setting)",
+    )
+    shortlist: int = Field(
+        default=10,
+        ge=1,
+        description="cross-encoders, catalog setting: how many of the first stage's best titles per query "
+        "they re-score (two-stage, as /v1/rank does; the first stage is the untuned MiniLM, the source of "
+        "the served product-embedder)",
     )
 
 

@@ -12,6 +12,7 @@ English stop words, Snowball stemming).
 from __future__ import annotations
 
 import logging
+import random
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
@@ -47,21 +48,75 @@ class RelevanceSet:
             gains.append(np.fromiter(best.values(), dtype=np.float64))
         return cls([q.text for q in kept], catalog, rows, gains)
 
+    def sample_queries(self, count: int | None, seed: int) -> RelevanceSet:
+        """A seeded sample of `count` queries (None or more than there are: all) against the same catalog."""
+        if count is None or count >= len(self.queries):
+            return self
+        keep = sorted(random.Random(seed).sample(range(len(self.queries)), count))
+        return RelevanceSet(
+            [self.queries[q] for q in keep],
+            self.catalog,
+            [self.judged[q] for q in keep],
+            [self.gains[q] for q in keep],
+        )
+
 
 def ndcg_at_k(relevance: RelevanceSet, scores: np.ndarray, k: int = K) -> dict[Setting, float]:
     """Mean NDCG@k over the queries in both settings; `scores` is [queries, catalog]."""
+    return {"rerank": rerank_ndcg(relevance, scores, k), "catalog": catalog_ndcg(relevance, scores, k)}
+
+
+def rerank_ndcg(relevance: RelevanceSet, scores: np.ndarray, k: int = K) -> float:
+    """Mean NDCG@k of each query's judged titles ordered by `scores` ([queries, catalog]; only the judged
+    cells are read)."""
     from sklearn.metrics import ndcg_score
 
-    if scores.shape != (len(relevance.queries), len(relevance.catalog)):
-        raise ValueError(f"scores {scores.shape} for {len(relevance.queries)} x {len(relevance.catalog)}")
-    rerank = [
-        ndcg_score([gains], [scores[q, judged]], k=k)
-        for q, (judged, gains) in enumerate(zip(relevance.judged, relevance.gains, strict=True))
-    ]
+    _check_shape(relevance, scores)
+    return float(
+        np.mean(
+            [
+                ndcg_score([gains], [scores[q, judged]], k=k)
+                for q, (judged, gains) in enumerate(zip(relevance.judged, relevance.gains, strict=True))
+            ]
+        )
+    )
+
+
+def catalog_ndcg(relevance: RelevanceSet, scores: np.ndarray, k: int = K) -> float:
+    """Mean NDCG@k of each query against the whole catalog ordered by `scores` ([queries, catalog])."""
+    from sklearn.metrics import ndcg_score
+
+    _check_shape(relevance, scores)
     truth = np.zeros(scores.shape)
     for q, (judged, gains) in enumerate(zip(relevance.judged, relevance.gains, strict=True)):
         truth[q, judged] = gains
-    return {"rerank": float(np.mean(rerank)), "catalog": float(ndcg_score(truth, scores, k=k))}
+    return float(ndcg_score(truth, scores, k=k))
+
+
+def _check_shape(relevance: RelevanceSet, scores: np.ndarray) -> None:
+    if scores.shape != (len(relevance.queries), len(relevance.catalog)):
+        raise ValueError(f"scores {scores.shape} for {len(relevance.queries)} x {len(relevance.catalog)}")
+
+
+def shortlist(first_stage: np.ndarray, depth: int) -> np.ndarray:
+    """Per query ([queries, catalog] scores), the catalog indices of the first stage's best `depth`."""
+    top: np.ndarray = np.argsort(-first_stage, axis=1, kind="stable")[:, :depth]
+    return top
+
+
+def two_stage_scores(first_stage: np.ndarray, top: np.ndarray, rescored: np.ndarray) -> np.ndarray:
+    """What /v1/rank's two-stage ranking orders by: each query's shortlist `top` ([queries, depth]) by the
+    second stage's scores `rescored` (same shape), above the rest of the catalog in first-stage order."""
+    # Ranks, not raw scores: the two stages' scores are on different scales.
+    out = -_ranks(first_stage).astype(np.float64) - 1.0  # <= -1: below every shortlisted title
+    np.put_along_axis(out, top, (top.shape[1] - _ranks(rescored)).astype(np.float64), axis=1)
+    return out
+
+
+def _ranks(scores: np.ndarray) -> np.ndarray:
+    """Each row's rank of each score, 0 for the best (ties in index order)."""
+    ranks: np.ndarray = np.argsort(np.argsort(-scores, axis=1, kind="stable"), axis=1, kind="stable")
+    return ranks
 
 
 def embedding_scores(query_vectors: np.ndarray, title_vectors: np.ndarray) -> np.ndarray:

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from conversion.contrastive import ContrastiveConfig
+from conversion.cross_encoder import CrossEncoderConfig
 from conversion.data.interactions import CATALOGS
 from conversion.data.sentiment import TrainingMix
 from conversion.finetune import FinetuneConfig
@@ -109,6 +110,24 @@ class Recommender(TrainedCheckpoint):
         return finetune_recommender(base, out, self.settings)
 
 
+@dataclass(frozen=True)
+class Reranker(TrainedCheckpoint):
+    """A product-search cross-encoder fine-tuned on graded (query, title) pairs
+    (conversion/cross_encoder.py)."""
+
+    settings: CrossEncoderConfig
+
+    def trained_as_wanted(self, marker: dict[str, Any]) -> bool:
+        return marker.get("trained_by") == "cross-encoder" and marker.get(
+            "settings"
+        ) == self.settings.model_dump(mode="json")
+
+    def train(self, base: Path, out: Path) -> Path:
+        from conversion.cross_encoder import finetune_cross_encoder
+
+        return finetune_cross_encoder(base, out, self.settings)
+
+
 SENTIMENT_TEACHER = Teacher(
     checkpoint="checkpoints/review-sentiment-teacher",
     about="the review-sentiment teacher from the packaged MiniLM on SST-2 train and the Amazon reviews",
@@ -151,7 +170,18 @@ SINGLE_CATALOG_RECOMMENDERS = tuple(
     )
     for catalog in CATALOGS
 )
+PRODUCT_RERANKER = Reranker(
+    checkpoint="checkpoints/product-reranker",
+    about="the product-search cross-encoder from the packaged MiniLM on Home Depot's graded training pairs",
+    settings=CrossEncoderConfig(),
+)
 TEACHERS: dict[str, TrainedCheckpoint] = {
     t.checkpoint: t
-    for t in (SENTIMENT_TEACHER, SEARCH_ENCODER, PRODUCT_RECOMMENDER, *SINGLE_CATALOG_RECOMMENDERS)
+    for t in (
+        SENTIMENT_TEACHER,
+        SEARCH_ENCODER,
+        PRODUCT_RECOMMENDER,
+        *SINGLE_CATALOG_RECOMMENDERS,
+        PRODUCT_RERANKER,
+    )
 }

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import random
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
@@ -20,7 +21,18 @@ from conversion.parity import row_cosine
 from conversion.recipe import UNTUNED_SOURCE, Recipe, package_source_path
 from conversion.recommendation import RecommendationTask, baseline_scores, content_scores
 from conversion.recommendation import report as rec_report
-from conversion.relevance import SETTINGS, RelevanceSet, Setting, bm25_scores, embedding_scores, ndcg_at_k
+from conversion.relevance import (
+    SETTINGS,
+    RelevanceSet,
+    Setting,
+    bm25_scores,
+    catalog_ndcg,
+    embedding_scores,
+    ndcg_at_k,
+    rerank_ndcg,
+    shortlist,
+    two_stage_scores,
+)
 from conversion.runners import BatchFn, TextInput, ort_batch_fn, ort_session, run_texts, torch_batch_fn
 
 BudgetKind = Literal["max_drop", "min", "none"]
@@ -93,10 +105,14 @@ def format_table(report: ValidationReport) -> str:
 class _Pair:
     """Source and artifact runners over the same tokenizer."""
 
-    def __init__(self, loaded: Any, onnx_path: Path, provider: str, max_length: int, batch_size: int) -> None:
+    def __init__(
+        self, loaded: Any, onnx_path: Path, provider: str, max_length: int, batch_size: int, untuned: bool
+    ) -> None:
         self.loaded = loaded
         self.source: BatchFn = torch_batch_fn(loaded.module)
-        self.artifact: BatchFn = ort_batch_fn(ort_session(onnx_path, provider, threads=1))
+        self.artifact: BatchFn = ort_batch_fn(ort_session(onnx_path, provider, threads=os.cpu_count() or 1))
+        self.untuned = untuned  # the source is the untuned MiniLM as the baselines read it
+        self.batch_size = batch_size
         self.kwargs = {
             "max_length": max_length,
             "input_names": loaded.module.input_names,
@@ -113,6 +129,8 @@ class _Pair:
             src = run_texts(self.source, tokenizer, new, desc=f"{desc} (source)", **self.kwargs)
             art = run_texts(self.artifact, tokenizer, new, desc=f"{desc} (artifact)", **self.kwargs)
             self._done.update(zip(new, zip(src, art, strict=True), strict=True))
+            if self.untuned:
+                _UNTUNED.update((t, v) for t, v in zip(new, src, strict=True) if isinstance(t, str))
         rows = [self._done[t] for t in texts]
         return np.stack([r[0] for r in rows]), np.stack([r[1] for r in rows])
 
@@ -238,7 +256,9 @@ def _next_item(pair: _Pair, recipe: Recipe) -> tuple[list[Metric], dict[str, dic
             metrics.append(metric(cell, "ndcg@10", s[protocol][1], a[protocol][1], None, "none"))
         for name in cfg.baselines:
             if name == "untuned-content":
-                scores = content_scores(task, _untuned_vectors(task.texts, f"{catalog} items", pair.kwargs))
+                scores = content_scores(
+                    task, _untuned_vectors(task.texts, f"{catalog} items", pair.batch_size)
+                )
             else:
                 scores = baseline_scores(task, name, cfg.seed)
             scored = rec_report(task, scores, cfg.protocols)
@@ -252,19 +272,37 @@ def _next_item(pair: _Pair, recipe: Recipe) -> tuple[list[Metric], dict[str, dic
     return metrics, baselines
 
 
-def _untuned_vectors(texts: Sequence[str], what: str, kwargs: dict[str, Any]) -> np.ndarray:
+# The untuned MiniLM's embeddings by text, read as product-embedder serves it (its source, up to 128 tokens).
+# One `build-defaults` computes each text once: the embedder's gate (whose source this is) fills it, and the
+# reranker's first stage (Home Depot) and the recommender's baseline (MovieLens titles) read it.
+_UNTUNED: dict[str, np.ndarray] = {}
+UNTUNED_MAX_LENGTH = 128
+
+
+def _untuned_vectors(texts: Sequence[str], what: str, batch_size: int) -> np.ndarray:
     """fp32 embeddings of `texts` by the packaged MiniLM (the untuned baseline)."""
     from conversion.checkpoint import load_checkpoint
 
-    untuned = load_checkpoint(package_source_path(UNTUNED_SOURCE), "bi-encoder")
-    run = torch_batch_fn(untuned.module)
-    return run_texts(run, untuned.tokenizer, texts, desc=f"{what} (untuned MiniLM)", **kwargs)
+    new = [t for t in dict.fromkeys(texts) if t not in _UNTUNED]
+    if new:
+        untuned = load_checkpoint(package_source_path(UNTUNED_SOURCE), "bi-encoder")
+        vectors = run_texts(
+            torch_batch_fn(untuned.module),
+            untuned.tokenizer,
+            new,
+            max_length=UNTUNED_MAX_LENGTH,
+            input_names=untuned.module.input_names,
+            batch_size=batch_size,
+            desc=f"{what} (untuned MiniLM)",
+        )
+        _UNTUNED.update(zip(new, vectors, strict=True))
+    return np.stack([_UNTUNED[t] for t in texts])
 
 
 def _relevance(pair: _Pair, recipe: Recipe) -> tuple[list[Metric], dict[str, dict[Setting, float]]]:
     """Home Depot NDCG@10 of source and artifact in both settings, and of the baselines beside them."""
     cfg = recipe.validation.relevance
-    data = RelevanceSet.from_judgements(load_homedepot("validation", cfg.queries, cfg.seed))
+    data = RelevanceSet.from_judgements(load_homedepot("validation")).sample_queries(cfg.queries, cfg.seed)
     q_src, q_art = pair.run(data.queries, "home depot queries")
     t_src, t_art = pair.run(data.catalog, "home depot titles")
     source = ndcg_at_k(data, embedding_scores(q_src, t_src))
@@ -276,18 +314,8 @@ def _relevance(pair: _Pair, recipe: Recipe) -> tuple[list[Metric], dict[str, dic
         elif recipe.source == UNTUNED_SOURCE:
             baselines[name] = dict(source)
         else:
-            baselines[name] = ndcg_at_k(data, _untuned_scores(data, pair.kwargs))
-    metrics = [
-        metric(
-            f"homedepot-{setting}",
-            "ndcg@10",
-            source[setting],
-            artifact[setting],
-            cfg.ndcg_drop_budget,
-            "max_drop",
-        )
-        for setting in SETTINGS
-    ]
+            baselines[name] = ndcg_at_k(data, _untuned_scores(data, pair.batch_size))
+    metrics = _ndcg_drops(source, artifact, cfg.ndcg_drop_budget)
     if cfg.must_beat_baselines:
         metrics += [
             metric(
@@ -304,14 +332,83 @@ def _relevance(pair: _Pair, recipe: Recipe) -> tuple[list[Metric], dict[str, dic
     return metrics, baselines
 
 
-def _untuned_scores(data: RelevanceSet, kwargs: dict[str, Any]) -> np.ndarray:
+def _ndcg_drops(source: dict[Setting, float], artifact: dict[Setting, float], budget: float) -> list[Metric]:
+    """Home Depot NDCG@10 of the artifact against its source in each setting, within `budget`."""
+    return [
+        metric(f"homedepot-{setting}", "ndcg@10", source[setting], artifact[setting], budget, "max_drop")
+        for setting in SETTINGS
+    ]
+
+
+def _untuned_scores(data: RelevanceSet, batch_size: int) -> np.ndarray:
     return embedding_scores(
-        _untuned_vectors(data.queries, "home depot queries", kwargs),
-        _untuned_vectors(data.catalog, "home depot titles", kwargs),
+        _untuned_vectors(data.queries, "home depot queries", batch_size),
+        _untuned_vectors(data.catalog, "home depot titles", batch_size),
     )
 
 
+def _cross_relevance(pair: _Pair, recipe: Recipe) -> tuple[list[Metric], dict[str, dict[Setting, float]]]:
+    """Home Depot NDCG@10 of a cross-encoder's source and artifact: rerank (each query's judged titles) and
+    catalog, two-stage (the untuned MiniLM's best `shortlist` titles re-scored, the rest in its order), with
+    the baselines and the first stage alone beside them."""
+    cfg = recipe.validation.relevance
+    data = RelevanceSet.from_judgements(load_homedepot("validation")).sample_queries(cfg.queries, cfg.seed)
+    first = _untuned_scores(data, pair.batch_size)
+    top = shortlist(first, cfg.shortlist)
+    judged = [(q, int(j)) for q, rows in enumerate(data.judged) for j in rows]
+    cells = list(dict.fromkeys(judged + [(q, int(j)) for q, row in enumerate(top) for j in row]))
+    src, art = pair.run(
+        [(data.queries[q], data.catalog[j]) for q, j in cells], "home depot (query, title) pairs"
+    )
+    index = {cell: i for i, cell in enumerate(cells)}
+    rows, cols = np.array([c[0] for c in cells]), np.array([c[1] for c in cells])
+    shortlisted = np.array([[index[(q, int(j))] for j in row] for q, row in enumerate(top)])
+
+    def ndcg(scores: np.ndarray) -> dict[Setting, float]:
+        matrix = np.zeros(first.shape)
+        matrix[rows, cols] = scores[:, 0]
+        return {
+            "rerank": rerank_ndcg(data, matrix),
+            "catalog": catalog_ndcg(data, two_stage_scores(first, top, scores[shortlisted, 0])),
+        }
+
+    source, artifact = ndcg(src), ndcg(art)
+    baselines: dict[str, dict[Setting, float]] = {}
+    for name in cfg.baselines:
+        scores = bm25_scores(data.queries, data.catalog) if name == "bm25" else first
+        baselines[name] = ndcg_at_k(data, scores)
+    metrics = _ndcg_drops(source, artifact, cfg.ndcg_drop_budget)
+    if cfg.must_beat_baselines:
+        metrics += [
+            metric(
+                "homedepot-rerank",
+                f"ndcg@10_vs_{name}",
+                scores["rerank"],
+                artifact["rerank"],
+                0.0,
+                "max_drop",
+            )
+            for name, scores in baselines.items()
+        ]
+        alone = catalog_ndcg(data, first)
+        metrics.append(
+            metric("homedepot-catalog", "ndcg@10_vs_first_stage", alone, artifact["catalog"], 0.0, "max_drop")
+        )
+    return metrics, baselines
+
+
 def validate_cross_encoder(pair: _Pair, recipe: Recipe) -> ValidationReport:
+    report = _wands_pairs(pair, recipe)
+    if recipe.validation.relevance.enabled:
+        relevance_metrics, baselines = _cross_relevance(pair, recipe)
+        report.metrics.extend(relevance_metrics)
+        report.extra["baselines"] = baselines
+    return report
+
+
+def _wands_pairs(pair: _Pair, recipe: Recipe) -> ValidationReport:
+    """Fidelity on WANDS: each query with its own class name and `candidates - 1` others, artifact vs
+    source."""
     cfg = recipe.validation.cross_encoder
     data = load_ranking(cfg.queries, pool_reviews=0, seed=cfg.seed)
     rng = random.Random(cfg.seed)
@@ -339,7 +436,14 @@ def validate_artifact(
     loaded: Any, onnx_path: Path, recipe: Recipe, provider: str = "CPUExecutionProvider"
 ) -> ValidationReport:
     """Runs the kind's validation; the caller decides what a failed report means (the pipeline refuses)."""
-    pair = _Pair(loaded, onnx_path, provider, recipe.max_sequence_length, recipe.validation.batch_size)
+    untuned = (
+        recipe.kind == "bi-encoder"
+        and recipe.source == UNTUNED_SOURCE
+        and recipe.max_sequence_length == UNTUNED_MAX_LENGTH
+    )
+    pair = _Pair(
+        loaded, onnx_path, provider, recipe.max_sequence_length, recipe.validation.batch_size, untuned
+    )
     if recipe.kind == "sequence-classification":
         return validate_sentiment(pair, recipe)
     if recipe.kind == "bi-encoder":

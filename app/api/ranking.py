@@ -7,7 +7,7 @@ from datetime import datetime
 
 from app.api.dependencies import Call
 from app.api.endpoints import Endpoint
-from app.api.schemas import Candidate, RankRequest, RecommendRequest, RecommendResponse, ScoredResponse
+from app.api.schemas import Candidate, RankRequest, RankResponse, RecommendRequest, RecommendResponse
 from app.api.timing import Answer
 from app.errors import InvalidRequest
 from app.service import HistoryItem, Scored, Service
@@ -38,8 +38,15 @@ async def answer_rank(service: Service, body: RankRequest, call: Call) -> Answer
         body.version,
         call.deadline,
         call.disconnected,
+        body.rerank_top_n,
     )
-    return Answer(scored.model, scored.timings, {"results": _results(body.candidates, scored)})
+    stages = [
+        {"model": s.model.name, "version": s.model.version, "kind": s.model.kind, "candidates": s.candidates}
+        for s in scored.stages
+    ]
+    return Answer(
+        scored.model, scored.timings, {"results": _results(body.candidates, scored), "stages": stages}
+    )
 
 
 async def answer_recommend(service: Service, body: RecommendRequest, call: Call) -> Answer:
@@ -72,9 +79,10 @@ def _unix_seconds(timestamp: datetime | float | None) -> float | None:
 RANK = Endpoint(
     "/v1/rank",
     RankRequest,
-    ScoredResponse,
+    RankResponse,
     answer_rank,
-    "Order candidate products by relevance to a search query (bi-encoder cosine, or a cross-encoder).",
+    "Order candidate products by relevance to a search query: bi-encoder cosine, its best N re-scored by the "
+    "cross-encoder reranker (two-stage), or a cross-encoder alone.",
 )
 RECOMMEND = Endpoint(
     "/v1/recommend",

@@ -107,6 +107,13 @@ class RankRequest(_Request):
     top_k: int | None = Field(
         default=None, ge=1, description="Return only the best k candidates (all when absent)."
     )
+    rerank_top_n: int | None = Field(
+        default=None,
+        ge=0,
+        description="Re-score the bi-encoder's best N candidates with the cross-encoder reranker and put "
+        "them first (two-stage ranking); 0: the bi-encoder alone. Absent: INFERENCE_RANK_RERANK_TOP_N when "
+        "the reranker is served. At most INFERENCE_RANK_RERANK_MAX_TOP_N.",
+    )
 
     model_config = ConfigDict(
         extra="forbid",
@@ -184,6 +191,21 @@ class ScoredResponse(BaseModel):
                 }
             ]
         }
+    )
+
+
+class RankStage(BaseModel):
+    model: str
+    version: str
+    kind: str = Field(..., description="bi-encoder or cross-encoder")
+    candidates: int = Field(..., description="How many candidates this stage scored.")
+
+
+class RankResponse(ScoredResponse):
+    stages: list[RankStage] = Field(
+        ...,
+        description="The stages that ran, in order. After a cross-encoder second stage of N candidates, the "
+        "first N results carry its scores and the rest the first stage's (scores compare within a stage).",
     )
 
 

@@ -161,7 +161,7 @@ def test_the_openapi_document_describes_the_json_endpoints(client: TestClient) -
     schemas = document["components"]["schemas"]
     for path, request, response in [
         ("/v1/sentiment", "SentimentRequest", "SentimentResponse"),
-        ("/v1/rank", "RankRequest", "ScoredResponse"),
+        ("/v1/rank", "RankRequest", "RankResponse"),
         ("/v1/recommend", "RecommendRequest", "RecommendResponse"),
     ]:
         post = document["paths"][path]["post"]

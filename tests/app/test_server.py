@@ -410,7 +410,7 @@ def test_real_default_models(tmp_path: Path) -> None:
     store = REPO / "model_store"
     missing = [
         n
-        for n in ("review-sentiment", "product-embedder", "product-recommender")
+        for n in ("review-sentiment", "product-embedder", "product-recommender", "product-reranker")
         if not any((store / n).glob("*/manifest.json"))
     ]
     if missing:
@@ -444,6 +444,17 @@ def test_real_default_models(tmp_path: Path) -> None:
             },
         ).json()
         assert rank["results"][0]["id"] == "buds"
+        assert [(st["model"], st["candidates"]) for st in rank["stages"]] == [
+            ("product-embedder", 3),
+            ("product-reranker", 3),
+        ]
+        reranker = {m["name"]: m for m in c.get("/v1/models").json()["models"]}["product-reranker"]
+        passed = {(m["dataset"], m["metric"]) for m in reranker["validation"]["metrics"] if m["passed"]}
+        assert {
+            ("homedepot-rerank", "ndcg@10_vs_bm25"),
+            ("homedepot-rerank", "ndcg@10_vs_untuned-minilm"),
+            ("homedepot-catalog", "ndcg@10_vs_first_stage"),
+        } <= passed
         history = [
             {"id": "pens", "text": "Pilot G2 retractable gel pens, fine point, black ink, 12 pack"},
             {"id": "notes", "text": "Post-it Notes, 3 x 3 in, canary yellow, 12 pads"},

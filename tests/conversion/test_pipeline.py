@@ -194,13 +194,12 @@ def test_the_manifest_headline_is_the_worst_gate_set_and_the_speedup_over_the_te
 
 def test_build_defaults_skips_models_that_exist(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     store = tmp_path / "store"
-    for name in ("product-embedder", "review-sentiment", "product-recommender"):
+    for name in ("product-embedder", "review-sentiment", "product-recommender", "product-reranker"):
         (store / name / "1").mkdir(parents=True)
     assert main(["build-defaults", "--store", str(store)]) == 0
     out = capsys.readouterr().out
-    assert "product-embedder: version 1 exists" in out
-    assert "review-sentiment: version 1 exists" in out
-    assert "product-recommender: version 1 exists" in out
+    for name in ("product-embedder", "review-sentiment", "product-recommender", "product-reranker"):
+        assert f"{name}: version 1 exists" in out
 
 
 def _default_recipes(folder: Path, checkpoints: dict[str, Path], student_floor: float | None) -> Path:
@@ -209,6 +208,7 @@ def _default_recipes(folder: Path, checkpoints: dict[str, Path], student_floor: 
     folder.mkdir()
     embedder = tiny_recipe_data("bi-encoder", checkpoints["bi-encoder"], name="product-embedder")
     recommender = tiny_recipe_data("bi-encoder", checkpoints["bi-encoder"], name="product-recommender")
+    reranker = tiny_recipe_data("cross-encoder", checkpoints["cross-encoder"], name="product-reranker")
     student = tiny_recipe_data(
         "sequence-classification", checkpoints["sequence-classification"], "review-sentiment"
     )
@@ -220,6 +220,7 @@ def _default_recipes(folder: Path, checkpoints: dict[str, Path], student_floor: 
     for file_name, data in (
         ("product-embedder.yaml", embedder),
         ("product-recommender.yaml", recommender),
+        ("product-reranker.yaml", reranker),
         ("review-sentiment.yaml", student),
         ("review-sentiment.int8.yaml", fallback),
     ):
@@ -231,11 +232,8 @@ def test_build_defaults_publishes_the_fallback_when_the_default_misses_its_gate(
     tiny_checkpoints: dict[str, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     store = tmp_path / "store"
-    for name in (
-        "product-embedder",
-        "product-recommender",
-    ):  # built already: only the sentiment model is built
-        (store / name / "1").mkdir(parents=True)
+    for name in ("product-embedder", "product-recommender", "product-reranker"):
+        (store / name / "1").mkdir(parents=True)  # built already: only the sentiment model is built
     recipes = _default_recipes(tmp_path / "recipes", tiny_checkpoints, student_floor=100.0)
 
     assert main(["build-defaults", "--store", str(store), "--recipes", str(recipes)]) == 0
@@ -253,7 +251,7 @@ def test_build_defaults_publishes_the_default_when_it_passes(
     tiny_checkpoints: dict[str, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     store = tmp_path / "store"
-    for name in ("product-embedder", "product-recommender"):
+    for name in ("product-embedder", "product-recommender", "product-reranker"):
         (store / name / "1").mkdir(parents=True)
     recipes = _default_recipes(tmp_path / "recipes", tiny_checkpoints, student_floor=None)
 

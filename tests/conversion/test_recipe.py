@@ -11,7 +11,7 @@ RECIPES = Path(__file__).resolve().parents[2] / "model_store" / "recipes"
 @pytest.mark.parametrize("path", sorted(RECIPES.glob("*.yaml")), ids=lambda p: p.name)
 def test_repository_recipes_parse(path: Path) -> None:
     recipe = load_recipe(path)
-    assert recipe.name in {"product-embedder", "product-recommender", "review-sentiment"}
+    assert recipe.name in {"product-embedder", "product-recommender", "product-reranker", "review-sentiment"}
 
 
 def test_defaults_and_precision() -> None:

@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 
 from conversion.data.homedepot import JudgedQuery, load_homedepot
-from conversion.relevance import RelevanceSet, bm25_scores, ndcg_at_k
+from conversion.relevance import RelevanceSet, bm25_scores, ndcg_at_k, shortlist, two_stage_scores
 
 JUDGED = [
     JudgedQuery(
@@ -59,3 +59,22 @@ def test_bm25_beats_chance_on_the_real_validation_queries() -> None:
     chance = ndcg_at_k(data, np.random.default_rng(0).random((len(data.queries), len(data.catalog))))
     assert bm25["catalog"] > chance["catalog"] + 0.3
     assert bm25["rerank"] > chance["rerank"]
+
+
+def test_two_stage_puts_the_shortlist_first_in_the_second_stage_s_order() -> None:
+    first = np.array([[0.9, 0.1, 0.5, 0.7, 0.3], [0.0, 0.2, 0.4, 0.6, 0.8]])
+    top = shortlist(first, 2)
+    assert top.tolist() == [[0, 3], [4, 3]]
+    combined = two_stage_scores(first, top, np.array([[1.0, 5.0], [-3.0, 7.0]]))
+    assert np.argsort(-combined, axis=1).tolist() == [[3, 0, 2, 4, 1], [3, 4, 2, 1, 0]]
+
+
+def test_a_query_sample_keeps_the_whole_catalog() -> None:
+    data = RelevanceSet.from_judgements(load_homedepot("validation"))
+    sample = data.sample_queries(30, seed=1)
+    assert len(sample.queries) == 30
+    assert sample.catalog == data.catalog
+    first = sample.queries[0]
+    q = data.queries.index(first)
+    assert sample.judged[0].tolist() == data.judged[q].tolist()
+    assert data.sample_queries(None, 0) is data

@@ -205,3 +205,35 @@ def test_search_quality_is_measured_against_judgements_and_baselines(
     assert not by_name["homedepot-catalog", "ndcg@10_vs_bm25"].passed
     assert not report.passed
     assert "baseline bm25: homedepot-rerank ndcg@10" in format_table(report)
+
+
+def test_a_reranker_is_measured_reranking_and_two_stage_beside_the_baselines(
+    tiny_checkpoints: dict[str, Path], tmp_path: Path
+) -> None:
+    """The catalog setting re-scores the untuned MiniLM's shortlist: a random tiny cross-encoder reorders
+    only those, so it cannot beat the first stage alone by much, and loses to BM25 when re-ranking."""
+    from conversion.checkpoint import load_checkpoint
+    from conversion.export import export_onnx
+
+    loaded = load_checkpoint(tiny_checkpoints["cross-encoder"], "cross-encoder")
+    fp32 = export_onnx(loaded.module, tmp_path / "c.onnx", vocab_size=loaded.config["vocab_size"])
+    data = tiny_recipe_data("cross-encoder", Path("unused"))
+    data["validation"]["relevance"] = {  # type: ignore[index]
+        "queries": 40,
+        "shortlist": 5,
+        "baselines": ["bm25", "untuned-minilm"],
+        "must_beat_baselines": True,
+    }
+    report = validate_artifact(loaded, fp32, parse_recipe(data))
+    by_name = {(m.dataset, m.metric): m for m in report.metrics}
+    for setting in ("rerank", "catalog"):
+        own = by_name[f"homedepot-{setting}", "ndcg@10"]
+        assert own.artifact == pytest.approx(own.source, abs=1e-6)
+    assert set(report.extra["baselines"]) == {"bm25", "untuned-minilm"}
+    assert not by_name["homedepot-rerank", "ndcg@10_vs_bm25"].passed
+    alone = by_name["homedepot-catalog", "ndcg@10_vs_first_stage"]
+    # the first stage alone is the untuned MiniLM over the whole validation catalog
+    assert alone.source == pytest.approx(report.extra["baselines"]["untuned-minilm"]["catalog"])
+    # a shortlist of 5 reordered at random keeps the rest of the top 10 where the first stage put it
+    assert abs(alone.artifact - alone.source) < 0.5 * alone.source
+    assert not report.passed

@@ -86,7 +86,7 @@ def build(target: str, tag: str, *options: str) -> None:
 def image() -> Iterator[dict[str, float]]:
     missing = [
         n
-        for n in ("review-sentiment", "product-embedder", "product-recommender")
+        for n in ("review-sentiment", "product-embedder", "product-recommender", "product-reranker")
         if not any((REPO / "model_store" / n).glob("*/"))
     ]
     if missing:
