@@ -86,7 +86,15 @@ def _problem(body: Any, request: Body, endpoint: str) -> str | None:
     scores = [result.get("score") for result in results]
     if not all(isinstance(score, int | float) and math.isfinite(score) for score in scores):
         return "non-numeric score"
-    if any(a < b for a, b in itertools.pairwise(scores)):
+    segments = [scores]
+    if endpoint == "rank":
+        stages = body.get("stages")
+        if not isinstance(stages, list) or not stages:
+            return "no stages"
+        if len(stages) == 2:  # the reranker's scores first, then the first stage's: each stage in order
+            reranked = stages[1].get("candidates", 0)
+            segments = [scores[:reranked], scores[reranked:]]
+    if any(a < b for segment in segments for a, b in itertools.pairwise(segment)):
         return "results not ordered best first"
     return None
 
