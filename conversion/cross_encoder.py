@@ -7,7 +7,7 @@ Examples come from the Home Depot training queries only (validation queries are 
   relevance 2.4), so without them the model never learns what an unrelated product looks like.
 
 The loss is binary cross-entropy on the logit (pointwise, as sentence-transformers' CrossEncoder trains
-graded pairs); the service reads the logit as the score.
+graded pairs); the service answers its sigmoid, the predicted relevance in 0..1.
 """
 
 from __future__ import annotations
@@ -28,7 +28,7 @@ from conversion.data.homedepot import load_homedepot
 class CrossEncoderConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    # 1,000 queries train in ~105 s on 2 cores; 2,000 (~230 s) reached 0.9326 / 0.5551 NDCG@10 (rerank /
+    # 1,000 queries train in ~105-130 s on 2 cores; 2,000 (~230 s) reached 0.9326 / 0.5551 NDCG@10 (rerank /
     # two-stage catalog) against 0.9313 / 0.5295: more than set-up time allows (docs/conversion.md).
     max_queries: int = Field(
         default=1_000, ge=1, description="a seeded sample of Home Depot training queries"
