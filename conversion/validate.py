@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import os
 import random
 from collections.abc import Sequence
@@ -279,13 +280,19 @@ _UNTUNED: dict[str, np.ndarray] = {}
 UNTUNED_MAX_LENGTH = 128
 
 
-def _untuned_vectors(texts: Sequence[str], what: str, batch_size: int) -> np.ndarray:
-    """fp32 embeddings of `texts` by the packaged MiniLM (the untuned baseline)."""
+@functools.cache
+def _untuned_checkpoint() -> Any:
+    """The packaged MiniLM as a bi-encoder, loaded once per process."""
     from conversion.checkpoint import load_checkpoint
 
+    return load_checkpoint(package_source_path(UNTUNED_SOURCE), "bi-encoder")
+
+
+def _untuned_vectors(texts: Sequence[str], what: str, batch_size: int) -> np.ndarray:
+    """fp32 embeddings of `texts` by the packaged MiniLM (the untuned baseline)."""
     new = [t for t in dict.fromkeys(texts) if t not in _UNTUNED]
     if new:
-        untuned = load_checkpoint(package_source_path(UNTUNED_SOURCE), "bi-encoder")
+        untuned = _untuned_checkpoint()
         vectors = run_texts(
             torch_batch_fn(untuned.module),
             untuned.tokenizer,
