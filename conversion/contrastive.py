@@ -73,24 +73,23 @@ def search_examples(cfg: ContrastiveConfig, rng: random.Random) -> list[Example]
     queries = [q for q in every_query if max(q.relevance) >= cfg.min_positive_relevance]
     queries = rng.sample(queries, min(cfg.max_queries, len(queries)))
     every_title = sorted({t for q in queries for t in q.titles})
+    judged = [best[q.text] for q in queries]
+    positives = [[t for t, r in titles.items() if r >= cfg.min_positive_relevance] for titles in judged]
+    weights = [[titles[t] - 1 for t in chosen] for titles, chosen in zip(judged, positives, strict=True)]
+    negatives = [[t for t, r in titles.items() if r <= cfg.max_negative_relevance] for titles in judged]
     examples: list[Example] = []
     for _ in range(cfg.positives_per_query):
-        for query in queries:
-            judged = list(best[query.text].items())
-            positives = [(t, r) for t, r in judged if r >= cfg.min_positive_relevance]
-            positive = rng.choices([t for t, _ in positives], weights=[r - 1 for _, r in positives])[0]
+        for i, query in enumerate(queries):
+            positive = rng.choices(positives[i], weights=weights[i])[0]
             if not cfg.hard_negatives:
                 examples.append((query.text, positive))
-                continue
-            negatives = [t for t, r in judged if r <= cfg.max_negative_relevance]
-            if negatives:
-                negative = rng.choice(negatives)
+            elif negatives[i]:
+                examples.append((query.text, positive, rng.choice(negatives[i])))
             else:
-                own = best[query.text]
                 negative = rng.choice(every_title)
-                while negative in own:
+                while negative in judged[i]:
                     negative = rng.choice(every_title)
-            examples.append((query.text, positive, negative))
+                examples.append((query.text, positive, negative))
     return examples
 
 
