@@ -148,9 +148,9 @@ SENTIMENT_TEACHER = Teacher(
 SEARCH_ENCODER = SearchEncoder(
     checkpoint="checkpoints/product-embedder-search",
     about="the product-search bi-encoder from the packaged MiniLM on Home Depot's training queries",
-    # Two examples per query, each with a hard negative, both directions, every weight trained: the best of
-    # the runs in docs/conversion.md#search-quality (~13 min on 2 cores, too long for set-up).
-    settings=ContrastiveConfig(positives_per_query=2, hard_negatives=True),
+    # Three examples per query, each with a hard negative, both directions, every weight trained: the best of
+    # the runs in docs/conversion.md#search-quality (~21 min on 2 cores, too long for set-up).
+    settings=ContrastiveConfig(positives_per_query=3, hard_negatives=True),
 )
 # ~2 min on 2 cores; 64 uniform negatives per batch beside the in-batch ones lifted MovieLens sampled HR@10
 # from 0.21 to 0.28 (docs/conversion.md#recommendation-quality).
