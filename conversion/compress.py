@@ -28,6 +28,7 @@ def compress(loaded: Any, recipe: Recipe) -> tuple[Any, dict[str, Any]]:
     """Returns (student checkpoint view, report). `loaded` (the teacher) is left as it was."""
     from conversion.distill import DistillConfig, load_training_texts, recover_by_distillation
     from conversion.prune import count_parameters
+    from conversion.training import training_precision
 
     teacher = loaded.module
     student = copy.deepcopy(teacher)
@@ -52,6 +53,7 @@ def compress(loaded: Any, recipe: Recipe) -> tuple[Any, dict[str, Any]]:
         hard = labels if use_labels else None
         recover_by_distillation(student, teacher, recipe.kind, loaded.tokenizer, texts, recipe.distill, hard)
         report["distill"] = recipe.distill.model_dump(mode="json")
+        report["distill_precision"] = training_precision()
     student.eval()
     report["parameters_after"] = count_parameters(student)
     config = dict(loaded.config)

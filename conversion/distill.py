@@ -28,7 +28,7 @@ from conversion.data import DataError
 from conversion.data.sentiment import TrainingMix, refuse_validation_set
 from conversion.finetune import length_grouped_batches
 from conversion.kinds import ModelKind
-from conversion.training import optimizer_step
+from conversion.training import mixed_precision, optimizer_step
 
 
 class DistillConfig(BaseModel):
@@ -124,9 +124,10 @@ def hidden_state_loss(
             f"hidden sizes differ (student {student[0].shape[-1]}, teacher {teacher[0].shape[-1]}); "
             "the hidden-state loss needs equal sizes"
         )
-    pairs = [(student[0], teacher[0])]
+    pairs = [(student[0].float(), teacher[0].float())]
     pairs += [
-        (student[j + 1], teacher[t + 1]) for j, t in enumerate(layer_map(len(student) - 1, len(teacher) - 1))
+        (student[j + 1].float(), teacher[t + 1].float())
+        for j, t in enumerate(layer_map(len(student) - 1, len(teacher) - 1))
     ]
     mask = attention_mask.unsqueeze(-1).to(student[0].dtype)
     tokens = mask.sum().clamp(min=1) * student[0].shape[-1]
@@ -142,6 +143,7 @@ def distillation_loss(
     labels: torch.Tensor | None = None,
     hard_label_weight: float = 0.0,
 ) -> torch.Tensor:
+    student, teacher = student.float(), teacher.float()  # bf16 under mixed_precision()
     if kind == "bi-encoder":
         return (1 - nn.functional.cosine_similarity(student, teacher, dim=-1)).mean()
     if kind == "cross-encoder":
@@ -229,14 +231,15 @@ def recover_by_distillation(
             for idx in length_grouped_batches(lengths, cfg.batch_size, rng):
                 batch = _tokenize(tokenizer, [texts[i] for i in idx], cfg.max_length)
                 batch = {k: v.to(device) for k, v in batch.items()}
-                loss = _training_loss(
-                    student,
-                    teacher,
-                    batch,
-                    kind,
-                    cfg,
-                    label_tensor[idx].to(device) if label_tensor is not None else None,
-                )
+                with mixed_precision():
+                    loss = _training_loss(
+                        student,
+                        teacher,
+                        batch,
+                        kind,
+                        cfg,
+                        label_tensor[idx].to(device) if label_tensor is not None else None,
+                    )
                 optimizer_step(loss, params, optimizer, schedule, bar)
     if frozen is not None:
         frozen.requires_grad_(True)

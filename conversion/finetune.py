@@ -19,7 +19,7 @@ from tqdm.auto import tqdm
 from conversion.data import DataError
 from conversion.data.sentiment import LABEL_NAMES, TrainingMix, load_training_mix, refuse_validation_set
 from conversion.metrics import classification_scores
-from conversion.training import optimizer_step
+from conversion.training import mixed_precision, optimizer_step, training_precision
 
 DEFAULT_LABELS = ["negative", "positive"]
 
@@ -258,7 +258,8 @@ def finetune(
             for batch in length_grouped_batches(lengths, cfg.batch_size, rng):
                 enc = _encode(tokenizer, [train_texts[i] for i in batch], cfg.max_length)
                 enc = {k: v.to(device) for k, v in enc.items()}
-                loss = model(**enc, labels=train_labels[batch].to(device)).loss
+                with mixed_precision():
+                    loss = model(**enc, labels=train_labels[batch].to(device)).loss
                 optimizer_step(loss, model.parameters(), optimizer, scheduler, bar)
     elapsed = time.perf_counter() - started
 
@@ -275,6 +276,7 @@ def finetune(
     trained = {
         "trained_by": "finetune",
         "settings": cfg.model_dump(mode="json"),
+        "precision": training_precision(),
         "labels": labels,
         "base": describe_input(base_dir),
         "data": describe_training_data(training),

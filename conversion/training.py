@@ -5,9 +5,29 @@ from __future__ import annotations
 import os
 from collections.abc import Iterable
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, Literal, Protocol
 
 import torch
+
+PRECISION_ENV = "CONVERSION_TRAINING_PRECISION"
+
+
+def training_precision() -> Literal["bf16", "fp32"]:
+    """How training forward passes multiply: `CONVERSION_TRAINING_PRECISION` = `bf16`, `fp32`, or `auto` (the
+    default: bf16 where the CPU multiplies bf16 natively, AVX512-BF16 or AMX, else fp32)."""
+    wanted = os.environ.get(PRECISION_ENV, "auto").strip().lower()
+    if wanted == "auto":
+        native = torch.cpu._is_avx512_bf16_supported() or torch.cpu._is_amx_tile_supported()
+        return "bf16" if native else "fp32"
+    if wanted in ("bf16", "fp32"):
+        return "bf16" if wanted == "bf16" else "fp32"
+    raise ValueError(f"{PRECISION_ENV}={wanted!r}: expected auto, bf16 or fp32")
+
+
+def mixed_precision() -> torch.autocast:
+    """bf16 autocast on the CPU when `training_precision()` is bf16: matrix products in bf16; weights,
+    optimizer state and the losses in fp32 (docs/conversion.md#training-precision)."""
+    return torch.autocast("cpu", dtype=torch.bfloat16, enabled=training_precision() == "bf16")
 
 
 def optimizer_step(

@@ -24,6 +24,7 @@ from conversion.errors import RecipeError
 from conversion.kinds import ModelKind
 from conversion.prune import PruneConfig, drop_layers, encoder_layers, prune_model
 from conversion.recipe import parse_recipe
+from conversion.training import PRECISION_ENV
 
 from .compression_helpers import KIND_TEXTS, batches, load_hf, tokenizer_of
 
@@ -49,10 +50,12 @@ def teacher_and_pruned_student(path: Path, kind: ModelKind, drop: list[int]) -> 
     return teacher, student, tok
 
 
+@pytest.mark.parametrize("precision", ["fp32", "bf16"])
 @pytest.mark.parametrize("kind", ["sequence-classification", "cross-encoder", "bi-encoder"])
 def test_distillation_brings_a_pruned_student_closer_to_its_teacher(
-    tiny_checkpoints: dict[str, Path], kind: ModelKind
+    tiny_checkpoints: dict[str, Path], kind: ModelKind, precision: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    monkeypatch.setenv(PRECISION_ENV, precision)
     teacher, student, tok = teacher_and_pruned_student(tiny_checkpoints[kind], kind, drop=[0])
     cfg = DistillConfig(max_texts=len(TRAIN_TEXTS), epochs=3, batch_size=8, lr=3e-3, temperature=1.0)
     before = mean_distillation_loss(student, teacher, kind, tok, TRAIN_TEXTS, cfg)

@@ -16,6 +16,7 @@ from conversion.finetune import (
     read_labelled_tsv,
 )
 from conversion.hashing import sha256_dir, sha256_file
+from conversion.training import training_precision
 
 POSITIVE = ["great phone", "I love it", "excellent sound", "works perfect", "best chair", "nice lamp"]
 NEGATIVE = ["terrible battery", "it broke", "worst movie", "waste of money", "awful service", "poor quality"]
@@ -51,6 +52,7 @@ def test_finetune_writes_a_reloadable_safetensors_classifier(
     assert marker is not None
     assert (marker["trained_by"], marker["labels"]) == ("finetune", ["negative", "positive"])
     assert marker["settings"] == cfg.model_dump(mode="json")
+    assert marker["precision"] == training_precision()
     assert marker["data"]["sha256"] == sha256_file(train)
     assert marker["base"]["sha256"] == sha256_dir(base)
 
