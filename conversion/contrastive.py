@@ -151,7 +151,13 @@ def finetune_bi_encoder(base_dir: Path, out_dir: Path, cfg: ContrastiveConfig) -
     from sentence_transformers.sentence_transformer.losses import MultipleNegativesRankingLoss
 
     from conversion.checkpoint_dir import describe_input, save_trained_checkpoint
-    from conversion.training import adamw_with_warmup, optimizer_step, sentence_encoder
+    from conversion.training import (
+        adamw_with_warmup,
+        mixed_precision,
+        optimizer_step,
+        sentence_encoder,
+        training_precision,
+    )
 
     model, encoder = sentence_encoder(base_dir, out_dir, cfg)
     examples = training_examples(cfg)
@@ -177,13 +183,15 @@ def finetune_bi_encoder(base_dir: Path, out_dir: Path, cfg: ContrastiveConfig) -
         for batches in epochs:
             for batch in batches:
                 features = [model.preprocess([e[column] for e in batch]) for column in range(len(batch[0]))]
-                loss = loss_fn(features, None)
+                with mixed_precision():
+                    loss = loss_fn(features, None)
                 optimizer_step(loss, params, optimizer, scheduler, bar)
     print(f"training took {time.perf_counter() - started:.0f} s")
     model.eval()
     trained = {
         "trained_by": "contrastive",
         "settings": cfg.model_dump(mode="json"),
+        "precision": training_precision(),
         "base": describe_input(base_dir),
         "data": {
             name: describe_input(data_root() / "ranking" / name)

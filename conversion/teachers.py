@@ -149,7 +149,8 @@ SEARCH_ENCODER = SearchEncoder(
     checkpoint="checkpoints/product-embedder-search",
     about="the product-search bi-encoder from the packaged MiniLM on Home Depot's training queries",
     # Three examples per query, each with a hard negative, both directions, every weight trained: the best of
-    # the runs in docs/conversion.md#search-quality (~21 min on 2 cores, too long for set-up).
+    # the runs in docs/conversion.md#search-quality (~13 min on 2 cores in bf16 autocast, 21 in fp32: too long
+    # for set-up).
     settings=ContrastiveConfig(positives_per_query=3, hard_negatives=True),
 )
 # ~2 min on 2 cores; 64 uniform negatives per batch beside the in-batch ones lifted MovieLens sampled HR@10

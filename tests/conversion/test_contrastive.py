@@ -17,6 +17,7 @@ from conversion.contrastive import (
 )
 from conversion.data.homedepot import load_homedepot
 from conversion.runners import run_texts, torch_batch_fn
+from conversion.training import training_precision
 
 SMALL = ContrastiveConfig(
     max_queries=64, matching_examples=16, batch_size=16, epochs=8, lr=3e-3, max_length=16
@@ -100,4 +101,5 @@ def test_fine_tuning_pulls_positives_closer_than_negatives(
     marker = read_marker(out)
     assert marker is not None
     assert (marker["trained_by"], marker["settings"]) == ("contrastive", cfg.model_dump(mode="json"))
+    assert marker["precision"] == training_precision()
     assert set(marker["data"]) == {"homedepot_train.tsv", "product_matching_train.tsv"}
