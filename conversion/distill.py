@@ -129,7 +129,7 @@ def hidden_state_loss(
         (student[j + 1].float(), teacher[t + 1].float())
         for j, t in enumerate(layer_map(len(student) - 1, len(teacher) - 1))
     ]
-    mask = attention_mask.unsqueeze(-1).to(student[0].dtype)
+    mask = attention_mask.unsqueeze(-1).float()
     tokens = mask.sum().clamp(min=1) * student[0].shape[-1]
     total = sum((((s - t) ** 2) * mask).sum() / tokens for s, t in pairs)
     return torch.as_tensor(total) / len(pairs)

@@ -25,8 +25,9 @@ def training_precision() -> Literal["bf16", "fp32"]:
 
 
 def mixed_precision() -> torch.autocast:
-    """bf16 autocast on the CPU when `training_precision()` is bf16: matrix products in bf16; weights,
-    optimizer state and the losses in fp32 (docs/conversion.md#training-precision)."""
+    """bf16 autocast on the CPU when `training_precision()` is bf16: matrix products in bf16, the weights and
+    the optimizer state in fp32; losses follow autocast's rules (cross-entropy and MSE in fp32; the
+    distillation losses cast their inputs to fp32). docs/conversion.md#training-precision."""
     return torch.autocast("cpu", dtype=torch.bfloat16, enabled=training_precision() == "bf16")
 
 
