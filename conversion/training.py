@@ -19,8 +19,10 @@ def training_precision() -> Literal["bf16", "fp32"]:
     if wanted == "auto":
         native = torch.cpu._is_avx512_bf16_supported() or torch.cpu._is_amx_tile_supported()
         return "bf16" if native else "fp32"
-    if wanted in ("bf16", "fp32"):
-        return "bf16" if wanted == "bf16" else "fp32"
+    if wanted == "bf16":
+        return "bf16"
+    if wanted == "fp32":
+        return "fp32"
     raise ValueError(f"{PRECISION_ENV}={wanted!r}: expected auto, bf16 or fp32")
 
 
