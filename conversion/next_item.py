@@ -101,10 +101,14 @@ def next_item_loss(model: Any, batch: Batch, cfg: NextItemConfig) -> Any:
     encoded once); a candidate that is the example's own target elsewhere or in its history is masked."""
     import torch
 
+    from conversion.training import mixed_precision
+
     examples = batch.examples
     texts = list(dict.fromkeys([t for e in examples for t in (*e.history, e.target)] + batch.negatives))
     row = {t: n for n, t in enumerate(texts)}
-    embeddings = torch.nn.functional.normalize(model(model.preprocess(texts))["sentence_embedding"], dim=-1)
+    with mixed_precision():  # the encoder; the scoring and the loss below stay fp32
+        encoded = model(model.preprocess(texts))["sentence_embedding"]
+    embeddings = torch.nn.functional.normalize(encoded.float(), dim=-1)
     users = []
     for e in examples:
         weights = torch.tensor(recency_weights(len(e.history), cfg.recency_half_life), dtype=torch.float32)
@@ -126,7 +130,7 @@ def finetune_recommender(base_dir: Path, out_dir: Path, cfg: NextItemConfig) -> 
     from conversion.checkpoint_dir import describe_input, save_trained_checkpoint
     from conversion.data import data_root
     from conversion.data.movielens import movielens_dir
-    from conversion.training import adamw_with_warmup, optimizer_step, sentence_encoder
+    from conversion.training import adamw_with_warmup, optimizer_step, sentence_encoder, training_precision
 
     model, encoder = sentence_encoder(base_dir, out_dir, cfg)
     rng = random.Random(cfg.seed)
@@ -158,6 +162,7 @@ def finetune_recommender(base_dir: Path, out_dir: Path, cfg: NextItemConfig) -> 
     trained = {
         "trained_by": "next-item",
         "settings": cfg.model_dump(mode="json"),
+        "precision": training_precision(),
         "base": describe_input(base_dir),
         "data": {path.name: describe_input(path) for name in cfg.catalogs for path in sources[name]},
     }

@@ -2,6 +2,7 @@ import random
 from pathlib import Path
 
 import numpy as np
+import pytest
 
 from app.user_vector import recency_weights
 from conversion.checkpoint import load_checkpoint
@@ -16,6 +17,7 @@ from conversion.next_item import (
     training_batches,
 )
 from conversion.runners import run_texts, torch_batch_fn
+from conversion.training import PRECISION_ENV
 
 TOY = Interactions(
     "amazon-office",
@@ -64,9 +66,11 @@ def _next_item_hits(checkpoint: Path, batches: list[Batch]) -> float:
     return float(np.mean(hits))
 
 
+@pytest.mark.parametrize("precision", ["fp32", "bf16"])
 def test_fine_tuning_ranks_the_next_item_first_more_often(
-    tiny_checkpoints: dict[str, Path], tmp_path: Path
+    tiny_checkpoints: dict[str, Path], tmp_path: Path, precision: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    monkeypatch.setenv(PRECISION_ENV, precision)
     base = tiny_checkpoints["bi-encoder"]
     out = finetune_recommender(base, tmp_path / "recommender", SMALL)
     batches = training_batches(SMALL, random.Random(SMALL.seed))
@@ -74,6 +78,7 @@ def test_fine_tuning_ranks_the_next_item_first_more_often(
     marker = read_marker(out)
     assert marker is not None
     assert (marker["trained_by"], marker["settings"]) == ("next-item", SMALL.model_dump(mode="json"))
+    assert marker["precision"] == precision
     assert set(marker["data"]) == {
         "amazon_office_items.tsv",
         "amazon_office_sequences.tsv",
