@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -94,7 +95,8 @@ def _cmd_build_defaults(args: argparse.Namespace) -> int:
     from conversion.recipe import load_recipe
     from conversion.store import list_store
 
-    for default in DEFAULT_MODELS:
+    started = time.monotonic()
+    for n, default in enumerate(DEFAULT_MODELS, 1):
         recipe = load_recipe(args.recipes / default.recipe)
         fallback = load_recipe(args.recipes / default.fallback) if default.fallback else None
         if fallback is not None and fallback.name != recipe.name:
@@ -103,6 +105,8 @@ def _cmd_build_defaults(args: argparse.Namespace) -> int:
         if existing:
             print(f"{recipe.name}: version {existing[-1]} exists in {args.store}, not rebuilt")
             continue
+        model_started = time.monotonic()
+        print(f"default model {n} of {len(DEFAULT_MODELS)}: {recipe.name}", flush=True)
         _ensure_source(recipe)
         try:
             print(build(recipe, args.store, base_dir=REPO_ROOT))
@@ -117,7 +121,16 @@ def _cmd_build_defaults(args: argparse.Namespace) -> int:
                 flush=True,
             )
             print(build(fallback, args.store, base_dir=REPO_ROOT))
+        print(
+            f"{recipe.name}: built in {_minutes(time.monotonic() - model_started)} "
+            f"({_minutes(time.monotonic() - started)} since build-defaults started)",
+            flush=True,
+        )
     return 0
+
+
+def _minutes(seconds: float) -> str:
+    return f"{int(seconds // 60)} min {int(seconds % 60):02d} s"
 
 
 # list -------------------------------------------------------------------------------------------------------

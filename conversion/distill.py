@@ -7,6 +7,9 @@ L2-normalised embeddings. Optionally (`hidden_loss_weight`), an intermediate-lay
 student's and the teacher's hidden states (embeddings and every layer, non-padding tokens), which needs the
 same hidden size (pruning heads/FFN keeps it); a student with fewer layers is matched to evenly spaced
 teacher layers (student layer j of n to teacher layer (j + 1) * N / n - 1, the top to the top).
+
+Over several epochs the teacher runs once per text: its outputs of the first epoch (fp16, each text's own
+tokens) are kept for the next ones while they fit in the free memory (`KeptTargets`).
 """
 
 from __future__ import annotations
@@ -28,6 +31,7 @@ from conversion.data import DataError
 from conversion.data.sentiment import TrainingMix, refuse_validation_set
 from conversion.finetune import length_grouped_batches
 from conversion.kinds import ModelKind
+from conversion.prune import encoder_layers
 from conversion.training import mixed_precision, optimizer_step
 
 
@@ -225,22 +229,30 @@ def recover_by_distillation(
     schedule = torch.optim.lr_scheduler.LambdaLR(
         optimizer, lambda step: min(1.0, (step + 1) / max(1, steps // 20)) * max(0.0, 1 - step / steps)
     )
+    n_states = len(encoder_layers(_hf_model(student))) + 1 if cfg.hidden_loss_weight > 0 else 0
+    kept = KeptTargets(available_memory_bytes() - MEMORY_RESERVE_BYTES if cfg.epochs > 1 else 0)
     student.train(cfg.dropout)  # BERT's train mode only switches dropout on
     with tqdm(total=steps, desc=f"distill ({kind})", unit="step") as bar:
         for _ in range(cfg.epochs):
             for idx in length_grouped_batches(lengths, cfg.batch_size, rng):
                 batch = _tokenize(tokenizer, [texts[i] for i in idx], cfg.max_length)
                 batch = {k: v.to(device) for k, v in batch.items()}
+                targets = kept.lookup(idx, batch["attention_mask"])
+                if targets is None:
+                    with mixed_precision():
+                        computed = teacher_targets(teacher, batch, kind, n_states)
+                    targets = kept.store(idx, batch, computed)
                 with mixed_precision():
                     loss = _training_loss(
                         student,
-                        teacher,
                         batch,
                         kind,
                         cfg,
                         label_tensor[idx].to(device) if label_tensor is not None else None,
+                        targets,
                     )
                 optimizer_step(loss, params, optimizer, schedule, bar)
+            kept.report()
     if frozen is not None:
         frozen.requires_grad_(True)
     for p, wanted in zip(teacher.parameters(), teacher_grad, strict=True):
@@ -250,22 +262,122 @@ def recover_by_distillation(
 
 def _training_loss(
     student: nn.Module,
-    teacher: nn.Module,
     batch: dict[str, torch.Tensor],
     kind: ModelKind,
     cfg: DistillConfig,
     labels: torch.Tensor | None,
+    targets: tuple[torch.Tensor, list[torch.Tensor] | None],
 ) -> torch.Tensor:
-    if cfg.hidden_loss_weight == 0:
-        with torch.no_grad():
-            target = model_output(teacher, batch, kind)
+    target, target_hidden = targets
+    if target_hidden is None:
         output = model_output(student, batch, kind)
         return distillation_loss(output, target, kind, cfg.temperature, labels, cfg.hard_label_weight)
-    with torch.no_grad():
-        target, target_hidden = outputs_and_hidden(teacher, batch, kind)
     output, hidden = outputs_and_hidden(student, batch, kind)
     loss = distillation_loss(output, target, kind, cfg.temperature, labels, cfg.hard_label_weight)
     return loss + cfg.hidden_loss_weight * hidden_state_loss(hidden, target_hidden, batch["attention_mask"])
+
+
+# Left free for the rest of the process (models, optimizer, batches) when teacher outputs are kept.
+MEMORY_RESERVE_BYTES = 2 << 30
+
+
+def available_memory_bytes() -> int:
+    """MemAvailable of /proc/meminfo (Linux); 0 where it cannot be read (nothing is kept then)."""
+    try:
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            if line.startswith("MemAvailable:"):
+                return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    return 0
+
+
+def teacher_targets(
+    teacher: nn.Module, batch: dict[str, torch.Tensor], kind: ModelKind, n_states: int
+) -> tuple[torch.Tensor, list[torch.Tensor] | None]:
+    """The teacher's outputs and (with a hidden-state loss) the `n_states` hidden states the student's
+    imitate, rounded to fp16 whether or not they are kept (`KeptTargets`): a build without the memory to
+    keep them trains on targets of the same precision."""
+    with torch.no_grad():
+        if n_states == 0:
+            return _fp16(model_output(teacher, batch, kind)), None
+        output, hidden = outputs_and_hidden(teacher, batch, kind)
+        matched = [hidden[0]] + [hidden[t + 1] for t in layer_map(n_states - 1, len(hidden) - 1)]
+        return _fp16(output), [_fp16(h) for h in matched]
+
+
+def _fp16(t: torch.Tensor) -> torch.Tensor:
+    return t.to(torch.float16).float()
+
+
+class KeptTargets:
+    """The teacher's targets of each training text, from the first epoch, for the later ones: the teacher's
+    forward pass is about a third of a distillation step. Hidden states are kept for the text's own tokens
+    only (fp16), until `budget_bytes` would be exceeded; then everything is dropped and later epochs run
+    the teacher again."""
+
+    def __init__(self, budget_bytes: int) -> None:
+        self.budget_bytes = budget_bytes
+        self.used_bytes = 0
+        self.given_up = budget_bytes <= 0
+        self._rows: dict[int, tuple[torch.Tensor, list[torch.Tensor]]] = {}
+        self._reported = False
+
+    def lookup(
+        self, idx: Sequence[int], attention_mask: torch.Tensor
+    ) -> tuple[torch.Tensor, list[torch.Tensor] | None] | None:
+        """The kept targets of the texts `idx`, padded as `attention_mask` says; None unless all are kept."""
+        if self.given_up or any(i not in self._rows for i in idx):
+            return None
+        rows = [self._rows[i] for i in idx]
+        outputs = torch.stack([r[0] for r in rows]).float()
+        if not rows[0][1]:
+            return outputs, None
+        real = attention_mask.bool()
+        hidden = []
+        for k, first in enumerate(rows[0][1]):
+            states = torch.zeros(*real.shape, first.shape[-1], device=attention_mask.device)
+            states[real] = torch.cat([r[1][k] for r in rows]).float()
+            hidden.append(states)
+        return outputs, hidden
+
+    def store(
+        self,
+        idx: Sequence[int],
+        batch: dict[str, torch.Tensor],
+        targets: tuple[torch.Tensor, list[torch.Tensor] | None],
+    ) -> tuple[torch.Tensor, list[torch.Tensor] | None]:
+        """Keeps `targets` (of the texts `idx`, in `batch`) while the budget allows; returns them."""
+        if self.given_up:
+            return targets
+        output, hidden = targets
+        real = batch["attention_mask"].bool()
+        lengths = real.sum(dim=1).tolist()
+        per_state = [torch.split(h[real].to(torch.float16), lengths) for h in hidden or []]
+        outputs = output.to(torch.float16)
+        size = outputs.numel() * 2 + sum(int(real.sum()) * h.shape[-1] * 2 for h in hidden or [])
+        if self.used_bytes + size > self.budget_bytes:
+            print(
+                f"teacher outputs no longer kept: over {self.budget_bytes / 2**30:.1f} GiB of free memory; "
+                "later epochs run the teacher again",
+                flush=True,
+            )
+            self.given_up = True
+            self._rows.clear()
+            return targets
+        self.used_bytes += size
+        for row, i in enumerate(idx):
+            self._rows[i] = (outputs[row], [states[row] for states in per_state])
+        return targets
+
+    def report(self) -> None:
+        if self._rows and not self._reported:
+            print(
+                f"teacher outputs of {len(self._rows)} texts kept for the next epochs "
+                f"({self.used_bytes / 2**30:.2f} GiB)",
+                flush=True,
+            )
+            self._reported = True
 
 
 def _word_embeddings(model: nn.Module) -> torch.Tensor | None:
@@ -324,7 +436,7 @@ def distill_checkpoint(
     from conversion.checkpoint import check_checkpoint_dir
     from conversion.checkpoint_dir import check_replaceable, describe_input, save_trained_checkpoint
     from conversion.finetune import describe_training_data
-    from conversion.prune import count_parameters, drop_layers, encoder_layers
+    from conversion.prune import count_parameters, drop_layers
 
     cfg.training_data()  # refuses validation sets before anything is loaded
     check_checkpoint_dir(teacher_dir)

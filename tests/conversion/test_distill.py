@@ -6,11 +6,14 @@ import pytest
 import torch
 from pydantic import ValidationError
 
+from conversion import distill
 from conversion.checkpoint_dir import partial_dir, read_marker
 from conversion.data import DataError
 from conversion.data.sentiment import load_sentiment
 from conversion.distill import (
+    MEMORY_RESERVE_BYTES,
     DistillConfig,
+    KeptTargets,
     distill_checkpoint,
     every_other_layer,
     hidden_state_loss,
@@ -19,6 +22,7 @@ from conversion.distill import (
     mean_distillation_loss,
     outputs_and_hidden,
     recover_by_distillation,
+    teacher_targets,
 )
 from conversion.errors import RecipeError
 from conversion.kinds import ModelKind
@@ -135,6 +139,75 @@ def test_distillation_texts_come_from_a_training_mix() -> None:
     assert len(texts) == len(labels) == 50
     sandisk = set(load_sentiment("amazon_sandisk").texts)
     assert 0 < sum(t in sandisk for t in texts) <= 20
+
+
+def _teacher_rows(teacher: torch.nn.Module) -> list[int]:
+    """Counts the texts the teacher reads, from a forward hook on its embeddings."""
+    rows: list[int] = []
+    embeddings = teacher.get_input_embeddings()  # type: ignore[operator]
+    embeddings.register_forward_hook(lambda _m, args, _out: rows.append(int(args[0].shape[0])))
+    return rows
+
+
+@pytest.mark.parametrize("hidden_loss_weight", [0.0, 1.0])
+def test_kept_targets_are_the_teachers_in_another_batching(
+    tiny_checkpoints: dict[str, Path], hidden_loss_weight: float
+) -> None:
+    """The second epoch batches texts differently (other neighbours, other padding): what was kept from the
+    first must be what the teacher says of each text there, on its own tokens."""
+    kind: ModelKind = "sequence-classification"
+    teacher, _, tok = teacher_and_pruned_student(tiny_checkpoints[kind], kind, drop=[0])
+    n_states = 2 if hidden_loss_weight else 0  # the student: embeddings + 1 layer
+    texts = TRAIN_TEXTS[:8]
+    kept = KeptTargets(budget_bytes=1 << 30)
+    for first in (list(range(0, 8, 2)), list(range(1, 8, 2))):
+        batch = dict(tok([texts[i] for i in first], padding=True, return_tensors="pt"))
+        kept.store(first, batch, teacher_targets(teacher, batch, kind, n_states))
+    again = [7, 0, 3, 2]
+    batch = dict(tok([texts[i] for i in again], padding=True, return_tensors="pt"))
+    looked_up = kept.lookup(again, batch["attention_mask"])
+    assert looked_up is not None
+    expected = teacher_targets(teacher, batch, kind, n_states)
+    assert torch.allclose(looked_up[0], expected[0], atol=1e-3)
+    if not hidden_loss_weight:
+        assert looked_up[1] is None
+        assert expected[1] is None
+        return
+    assert looked_up[1] is not None
+    assert expected[1] is not None
+    assert len(looked_up[1]) == n_states
+    real = batch["attention_mask"].bool()
+    for kept_states, fresh in zip(looked_up[1], expected[1], strict=True):
+        assert kept_states.shape == fresh.shape
+        assert torch.allclose(kept_states[real], fresh[real], atol=1e-2)
+        assert float(kept_states[~real].abs().sum()) == 0.0
+    assert kept.lookup([0, 99], batch["attention_mask"][:2]) is None  # text 99 was never stored
+
+
+def test_the_teacher_reads_each_text_once_when_its_outputs_fit(tiny_checkpoints: dict[str, Path]) -> None:
+    kind: ModelKind = "sequence-classification"
+    teacher, student, tok = teacher_and_pruned_student(tiny_checkpoints[kind], kind, drop=[0])
+    rows = _teacher_rows(teacher)
+    cfg = DistillConfig(max_texts=len(TRAIN_TEXTS), epochs=3, batch_size=8, hidden_loss_weight=1.0)
+
+    recover_by_distillation(student, teacher, kind, tok, TRAIN_TEXTS, cfg)
+
+    assert sum(rows) == len(TRAIN_TEXTS)
+
+
+def test_without_the_memory_the_teacher_runs_every_epoch(
+    tiny_checkpoints: dict[str, Path], monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    kind: ModelKind = "sequence-classification"
+    teacher, student, tok = teacher_and_pruned_student(tiny_checkpoints[kind], kind, drop=[0])
+    rows = _teacher_rows(teacher)
+    monkeypatch.setattr(distill, "available_memory_bytes", lambda: MEMORY_RESERVE_BYTES + 20_000)
+    cfg = DistillConfig(max_texts=len(TRAIN_TEXTS), epochs=2, batch_size=8, hidden_loss_weight=1.0)
+
+    recover_by_distillation(student, teacher, kind, tok, TRAIN_TEXTS, cfg)
+
+    assert sum(rows) == 2 * len(TRAIN_TEXTS)
+    assert "teacher outputs no longer kept" in capsys.readouterr().out
 
 
 def test_every_other_layer_keeps_the_top_one() -> None:

@@ -1,6 +1,7 @@
 """Pipeline and CLI end to end on tiny models: published versions; refusals leave the store as it was."""
 
 import json
+import re
 import shutil
 from pathlib import Path
 
@@ -257,7 +258,12 @@ def test_build_defaults_publishes_the_default_when_it_passes(
 
     assert main(["build-defaults", "--store", str(store), "--recipes", str(recipes)]) == 0
 
-    assert "missed its gate" not in capsys.readouterr().err
+    captured = capsys.readouterr()
+    assert "missed its gate" not in captured.err
+    assert "default model 2 of 4: review-sentiment" in captured.out
+    assert re.search(
+        r"review-sentiment: built in 0 min \d\d s \(0 min \d\d s since build-defaults", captured.out
+    )
     manifest = json.loads((store / "review-sentiment" / "1" / "manifest.json").read_text())
     assert manifest["recipe"]["quantize"]["per_channel"] is True
 
