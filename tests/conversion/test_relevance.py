@@ -2,7 +2,14 @@ import numpy as np
 import pytest
 
 from conversion.data.homedepot import JudgedQuery, load_homedepot
-from conversion.relevance import RelevanceSet, bm25_scores, ndcg_at_k, shortlist, two_stage_scores
+from conversion.relevance import (
+    RelevanceSet,
+    bm25_scores,
+    ndcg_at_k,
+    rerank_ndcg,
+    shortlist,
+    two_stage_scores,
+)
 
 JUDGED = [
     JudgedQuery(
@@ -59,6 +66,21 @@ def test_bm25_beats_chance_on_the_real_validation_queries() -> None:
     chance = ndcg_at_k(data, np.random.default_rng(0).random((len(data.queries), len(data.catalog))))
     assert bm25["catalog"] > chance["catalog"] + 0.3
     assert bm25["rerank"] > chance["rerank"]
+
+
+def test_rerank_ndcg_is_the_mean_of_each_query_s_own_ndcg() -> None:
+    """One sklearn call over padded rows gives what a call per query gives, ties (BM25's zeros) included."""
+    from sklearn.metrics import ndcg_score
+
+    data = RelevanceSet.from_judgements(load_homedepot("validation", max_queries=200))
+    assert len({len(judged) for judged in data.judged}) > 1  # the rows really are padded
+    random_scores = np.random.default_rng(1).normal(size=(len(data.queries), len(data.catalog)))
+    for scores in (random_scores, bm25_scores(data.queries, data.catalog)):
+        per_query = [
+            ndcg_score([gains], [scores[q, judged]], k=10)
+            for q, (judged, gains) in enumerate(zip(data.judged, data.gains, strict=True))
+        ]
+        assert rerank_ndcg(data, scores) == pytest.approx(float(np.mean(per_query)), abs=1e-12)
 
 
 def test_two_stage_puts_the_shortlist_first_in_the_second_stage_s_order() -> None:
