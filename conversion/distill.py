@@ -233,15 +233,15 @@ def recover_by_distillation(
     kept = KeptTargets(available_memory_bytes() - MEMORY_RESERVE_BYTES if cfg.epochs > 1 else 0)
     student.train(cfg.dropout)  # BERT's train mode only switches dropout on
     with tqdm(total=steps, desc=f"distill ({kind})", unit="step") as bar:
-        for _ in range(cfg.epochs):
+        for epoch in range(cfg.epochs):
             for idx in length_grouped_batches(lengths, cfg.batch_size, rng):
                 batch = _tokenize(tokenizer, [texts[i] for i in idx], cfg.max_length)
                 batch = {k: v.to(device) for k, v in batch.items()}
                 targets = kept.lookup(idx, batch["attention_mask"])
                 if targets is None:
                     with mixed_precision():
-                        computed = teacher_targets(teacher, batch, kind, n_states)
-                    targets = kept.store(idx, batch, computed)
+                        targets = teacher_targets(teacher, batch, kind, n_states)
+                    kept.store(idx, batch, targets)
                 with mixed_precision():
                     loss = _training_loss(
                         student,
@@ -252,7 +252,8 @@ def recover_by_distillation(
                         targets,
                     )
                 optimizer_step(loss, params, optimizer, schedule, bar)
-            kept.report()
+            if epoch == 0:
+                kept.report()
     if frozen is not None:
         frozen.requires_grad_(True)
     for p, wanted in zip(teacher.parameters(), teacher_grad, strict=True):
@@ -321,7 +322,6 @@ class KeptTargets:
         self.used_bytes = 0
         self.given_up = budget_bytes <= 0
         self._rows: dict[int, tuple[torch.Tensor, list[torch.Tensor]]] = {}
-        self._reported = False
 
     def lookup(
         self, idx: Sequence[int], attention_mask: torch.Tensor
@@ -346,16 +346,16 @@ class KeptTargets:
         idx: Sequence[int],
         batch: dict[str, torch.Tensor],
         targets: tuple[torch.Tensor, list[torch.Tensor] | None],
-    ) -> tuple[torch.Tensor, list[torch.Tensor] | None]:
-        """Keeps `targets` (of the texts `idx`, in `batch`) while the budget allows; returns them."""
+    ) -> None:
+        """Keeps `targets` (of the texts `idx`, in `batch`) while the budget allows."""
         if self.given_up:
-            return targets
+            return
         output, hidden = targets
         real = batch["attention_mask"].bool()
         lengths = real.sum(dim=1).tolist()
         per_state = [torch.split(h[real].to(torch.float16), lengths) for h in hidden or []]
         outputs = output.to(torch.float16)
-        size = outputs.numel() * 2 + sum(int(real.sum()) * h.shape[-1] * 2 for h in hidden or [])
+        size = outputs.numel() * 2 + sum(sum(lengths) * h.shape[-1] * 2 for h in hidden or [])
         if self.used_bytes + size > self.budget_bytes:
             print(
                 f"teacher outputs no longer kept: over {self.budget_bytes / 2**30:.1f} GiB of free memory; "
@@ -364,20 +364,18 @@ class KeptTargets:
             )
             self.given_up = True
             self._rows.clear()
-            return targets
+            return
         self.used_bytes += size
         for row, i in enumerate(idx):
             self._rows[i] = (outputs[row], [states[row] for states in per_state])
-        return targets
 
     def report(self) -> None:
-        if self._rows and not self._reported:
+        if self._rows:
             print(
                 f"teacher outputs of {len(self._rows)} texts kept for the next epochs "
                 f"({self.used_bytes / 2**30:.2f} GiB)",
                 flush=True,
             )
-            self._reported = True
 
 
 def _word_embeddings(model: nn.Module) -> torch.Tensor | None:
