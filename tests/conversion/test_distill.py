@@ -309,3 +309,45 @@ def test_hidden_loss_weight_is_configured_from_the_recipe() -> None:
     data["distill"]["hidden_loss_weight"] = -1
     with pytest.raises(RecipeError, match="hidden_loss_weight"):
         parse_recipe(data)
+
+
+def _backward_node_names(loss: torch.Tensor) -> set[str]:
+    names: set[str] = set()
+    stack = [loss.grad_fn]
+    seen: set[int] = set()
+    while stack:
+        node = stack.pop()
+        if node is None or id(node) in seen:
+            continue
+        seen.add(id(node))
+        names.add(node.name())
+        stack.extend(next_node for next_node, _ in node.next_functions)
+    return names
+
+
+@pytest.mark.parametrize("dropout", [True, False])
+def test_the_students_attention_never_backpropagates_through_the_flash_kernel(
+    tiny_checkpoints: dict[str, Path], monkeypatch: pytest.MonkeyPatch, dropout: bool
+) -> None:
+    kind: ModelKind = "sequence-classification"
+    teacher, student, tok = teacher_and_pruned_student(tiny_checkpoints[kind], kind, drop=[0])
+    assert student.config._attn_implementation == "sdpa"
+    graphs: list[set[str]] = []
+    step = distill.optimizer_step
+
+    def recording_step(loss: torch.Tensor, *args: Any) -> None:
+        graphs.append(_backward_node_names(loss))
+        step(loss, *args)
+
+    monkeypatch.setattr(distill, "optimizer_step", recording_step)
+    cfg = DistillConfig(max_texts=8, batch_size=8, dropout=dropout, hidden_loss_weight=1.0)
+
+    recover_by_distillation(student, teacher, kind, tok, TRAIN_TEXTS, cfg)
+
+    assert graphs
+    for names in graphs:
+        assert "SafeSoftmaxBackward0" in names  # attention through the math kernel
+        assert not any("Flash" in name for name in names)
+    with distill.mixed_precision():  # outside it, the same student's attention takes the flash kernel
+        plain = distill.outputs_and_hidden(student.train(False), dict(batches(tok, KIND_TEXTS[:4])[0]), kind)
+    assert any("Flash" in name for name in _backward_node_names(plain[0].float().sum()))
