@@ -264,10 +264,9 @@ def recover_by_distillation(
 def student_attention() -> Any:
     """Runs the student's scaled-dot-product attention through the plain math kernel. Without dropout PyTorch
     picks its CPU flash kernel, whose backward at BERT's head sizes is slower than autograd through the math:
-    on the default sentiment student (4 layers, 6 heads of 32) a distillation step (teacher forward, student
-    forward and backward) took 14-33 % longer with it (docs/conversion.md#training-precision). With dropout
-    the math kernel is what PyTorch picks anyway. The teacher's forward keeps the flash kernel, the faster
-    one there."""
+    on the default sentiment student (4 layers, 6 heads of 32) its distillation took 7-17 % longer with it
+    (docs/conversion.md#training-precision). With dropout the math kernel is what PyTorch picks anyway. The
+    teacher's forward keeps the flash kernel, the faster one there."""
     from torch.nn.attention import SDPBackend, sdpa_kernel
 
     return sdpa_kernel([SDPBackend.MATH])
