@@ -19,12 +19,14 @@ import os
 import random
 import time
 from collections.abc import Sequence
+from contextlib import AbstractContextManager
 from pathlib import Path
 from typing import Any
 
 import torch
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 from torch import nn
+from torch.nn.attention import SDPBackend, sdpa_kernel
 from tqdm.auto import tqdm
 
 from conversion.data import DataError
@@ -261,14 +263,12 @@ def recover_by_distillation(
     return student.eval()
 
 
-def student_attention() -> Any:
+def student_attention() -> AbstractContextManager[None]:
     """Runs the student's scaled-dot-product attention through the plain math kernel. Without dropout PyTorch
     picks its CPU flash kernel, whose backward at BERT's head sizes is slower than autograd through the math:
     on the default sentiment student (4 layers, 6 heads of 32) its distillation took 7-17 % longer with it
     (docs/conversion.md#training-precision). With dropout the math kernel is what PyTorch picks anyway. The
     teacher's forward keeps the flash kernel, the faster one there."""
-    from torch.nn.attention import SDPBackend, sdpa_kernel
-
     return sdpa_kernel([SDPBackend.MATH])
 
 

@@ -28,7 +28,7 @@ from conversion.errors import RecipeError
 from conversion.kinds import ModelKind
 from conversion.prune import PruneConfig, drop_layers, encoder_layers, prune_model
 from conversion.recipe import parse_recipe
-from conversion.training import PRECISION_ENV
+from conversion.training import PRECISION_ENV, mixed_precision
 
 from .compression_helpers import KIND_TEXTS, batches, load_hf, tokenizer_of
 
@@ -348,6 +348,6 @@ def test_the_students_attention_never_backpropagates_through_the_flash_kernel(
     for names in graphs:
         assert "SafeSoftmaxBackward0" in names  # attention through the math kernel
         assert not any("Flash" in name for name in names)
-    with distill.mixed_precision():  # outside it, the same student's attention takes the flash kernel
-        plain = distill.outputs_and_hidden(student.train(False), dict(batches(tok, KIND_TEXTS[:4])[0]), kind)
+    with mixed_precision():  # outside it, the same student's attention takes the flash kernel
+        plain = outputs_and_hidden(student, batches(tok, KIND_TEXTS[:4])[0], kind)
     assert any("Flash" in name for name in _backward_node_names(plain[0].float().sum()))
