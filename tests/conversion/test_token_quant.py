@@ -12,7 +12,7 @@ import pytest
 from conversion.optimize import op_counts
 from conversion.parity import check_parity
 from conversion.runners import ort_session, tokenize
-from conversion.token_quant import quantize_columns, quantize_per_token_int8
+from conversion.token_quant import BLOCKED_QUANTIZE_OPSET, quantize_columns, quantize_per_token_int8
 
 from .conftest import TEXTS
 
@@ -36,8 +36,10 @@ def test_every_projection_runs_int8_with_attention_kept_fused(per_token: Path) -
     assert counts.get("MatMul", 0) == 2  # the [CLS] query's QK^T and AV, between activations
     for fp32_op in ("Gemm", "Attention", "DynamicQuantizeLinear", "DynamicQuantizeMatMul"):
         assert counts.get(fp32_op, 0) == 0, fp32_op
-    assert counts["QuantizeLinear"] == QUANTIZED_ACTIVATIONS
-    weights = onnx.load(str(per_token)).graph.initializer
+    graph = onnx.load(str(per_token)).graph
+    blocked = [n for n in graph.node if n.op_type == "QuantizeLinear" and _attribute(n, "block_size")]
+    assert len(blocked) == QUANTIZED_ACTIVATIONS
+    weights = graph.initializer
     assert not any(
         w.data_type == onnx.TensorProto.FLOAT and len(w.dims) == 2 and w.dims[0] > 8 for w in weights
     )
@@ -46,6 +48,46 @@ def test_every_projection_runs_int8_with_attention_kept_fused(per_token: Path) -
 def test_per_token_int8_stays_close_to_the_checkpoint(loaded_sentiment: Any, per_token: Path) -> None:
     report = check_parity(loaded_sentiment, per_token, TEXTS, max_length=64, atol=1.0, raise_on_failure=False)
     assert report.cosine_min > 0.99
+
+
+def _attribute(node: onnx.NodeProto, name: str) -> Any:
+    return next((onnx.helper.get_attribute_value(a) for a in node.attribute if a.name == name), None)
+
+
+def _one_projection(path: Path, weight: np.ndarray) -> Path:
+    x = onnx.helper.make_tensor_value_info("x", onnx.TensorProto.FLOAT, ["batch", "tokens", weight.shape[0]])
+    y = onnx.helper.make_tensor_value_info("y", onnx.TensorProto.FLOAT, None)
+    graph = onnx.helper.make_graph(
+        [onnx.helper.make_node("MatMul", ["x", "w"], ["y"], name="projection")],
+        "projection",
+        [x],
+        [y],
+        [onnx.numpy_helper.from_array(weight, "w")],
+    )
+    model = onnx.helper.make_model(graph, opset_imports=[onnx.helper.make_opsetid("", 17)], ir_version=8)
+    onnx.save(model, str(path))
+    return path
+
+
+def test_each_row_is_quantized_with_its_own_scale_and_an_all_zero_row_gives_zeros(tmp_path: Path) -> None:
+    """The arithmetic, against numpy: row r of x becomes round(x_r / s_r) + 128 with s_r = max|x_r| / 127,
+    the integer product is scaled by s_r and the weight column's scale. An opset-17 graph is converted to the
+    opset of the blocked QuantizeLinear that does it."""
+    rng = np.random.default_rng(0)
+    weight = rng.standard_normal((48, 16)).astype(np.float32)
+    x = (rng.standard_normal((3, 5, 48)) * rng.uniform(0.01, 40.0, (3, 5, 1))).astype(np.float32)
+    x[1, 2] = 0.0
+    out = quantize_per_token_int8(_one_projection(tmp_path / "fp32.onnx", weight), tmp_path / "int8.onnx")
+    model = onnx.load(str(out))
+    assert next(o.version for o in model.opset_import if o.domain == "") == BLOCKED_QUANTIZE_OPSET
+    got = np.asarray(ort_session(out).run(None, {"x": x})[0])
+
+    w_q, w_scale = quantize_columns(weight)
+    row_scale = np.maximum(np.abs(x).max(axis=-1, keepdims=True), np.float32(1e-12)) * np.float32(1 / 127)
+    x_q = np.clip(np.rint(x / row_scale), -128, 127).astype(np.int64)
+    expected = (x_q @ w_q.astype(np.int64)).astype(np.float32) * row_scale * w_scale
+    np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-6)
+    np.testing.assert_array_equal(got[1, 2], np.zeros(16, dtype=np.float32))
 
 
 def _logits(session: Any, loaded: Any, texts: list[str]) -> np.ndarray:
